@@ -1,0 +1,372 @@
+"""The config schema: one dataclass per group, registered in Hydra's ConfigStore.
+
+Composition checks keys and types against these dataclasses (an unknown key or
+`seed=abc` fails before anything runs); `validate` then checks the values that
+types cannot express (ranges, closed sets), each failure naming the key, the
+value and what is allowed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig
+
+from seedbed.errors import ConfigError
+
+SEED_MAX = 2**32 - 1
+
+
+@dataclass
+class SeedsConfig:
+    """Pin one stream's seed; a stream left at null is derived from the top-level `seed`."""
+
+    init: int | None = None
+    """Weight initialisation."""
+    data: int | None = None
+    """Data order: the shuffle of each epoch."""
+    augment: int | None = None
+    """Per-sample augmentation."""
+    torch: int | None = None
+    """The global torch RNG (CPU and every CUDA device): dropout and any op without a generator."""
+    python: int | None = None
+    """Python's `random` module."""
+    numpy: int | None = None
+    """NumPy's legacy global RNG (`np.random.*`)."""
+
+
+@dataclass
+class AugmentConfig:
+    """Per-sample augmentation of the synthetic datasets (noise and feature dropout)."""
+
+    noise_std: float = 0.1
+    """Standard deviation of the Gaussian noise added to each input value."""
+    drop_prob: float = 0.05
+    """Probability that an input value is set to zero."""
+
+
+@dataclass
+class SyntheticDataConfig:
+    """Gaussian class clusters in `n_features` dimensions, generated from `seed`."""
+
+    _target_: str = "seedbed.data.synthetic_classification"
+    n_samples: int = 8192
+    """Samples in total, before the train/val split."""
+    n_features: int = 32
+    """Input dimension."""
+    n_classes: int = 10
+    """Number of classes."""
+    class_sep: float = 0.5
+    """Distance scale between class centres; smaller is harder."""
+    val_fraction: float = 0.2
+    """Fraction of samples held out for validation (the split depends on `seed` only)."""
+    seed: int = 0
+    """The dataset's own seed: the data does not change with the training seed."""
+    augment: AugmentConfig | None = field(default_factory=AugmentConfig)
+    """Per-sample augmentation of the training split; null turns it off."""
+
+
+@dataclass
+class SyntheticImagesConfig:
+    """Class templates plus noise, as (channels, size, size) images, generated from `seed`."""
+
+    _target_: str = "seedbed.data.synthetic_images"
+    n_samples: int = 4096
+    """Samples in total, before the train/val split."""
+    channels: int = 3
+    """Image channels."""
+    size: int = 16
+    """Image height and width."""
+    n_classes: int = 10
+    """Number of classes."""
+    noise: float = 1.0
+    """Standard deviation of the per-sample noise around the class template."""
+    val_fraction: float = 0.2
+    """Fraction of samples held out for validation (the split depends on `seed` only)."""
+    seed: int = 0
+    """The dataset's own seed: the data does not change with the training seed."""
+    augment: AugmentConfig | None = field(default_factory=AugmentConfig)
+    """Per-sample augmentation of the training split; null turns it off."""
+
+
+@dataclass
+class NpzDataConfig:
+    """A user's own data: an .npz file with arrays `x` (inputs) and `y` (integer labels)."""
+
+    _target_: str = "seedbed.data.npz_dataset"
+    path: str = MISSING
+    """Path to the .npz file (relative to where you start the run)."""
+    val_fraction: float = 0.2
+    """Fraction of samples held out for validation."""
+    seed: int = 0
+    """Seed of the train/val split only."""
+    augment: AugmentConfig | None = None
+    """Per-sample augmentation of the training split; off by default for your own data."""
+
+
+@dataclass
+class MLPConfig:
+    """A multilayer perceptron; input size and classes come from the data."""
+
+    _target_: str = "seedbed.models.MLP"
+    hidden: list[int] = field(default_factory=lambda: [128, 128])
+    """Width of each hidden layer."""
+    dropout: float = 0.1
+    """Dropout probability after each hidden layer (drawn from the `torch` stream)."""
+
+
+@dataclass
+class CNNConfig:
+    """A small convolutional classifier; input shape and classes come from the data."""
+
+    _target_: str = "seedbed.models.CNN"
+    channels: list[int] = field(default_factory=lambda: [16, 32])
+    """Output channels of each conv block (conv 3x3, ReLU, max-pool 2)."""
+    dropout: float = 0.1
+    """Dropout probability before the classifier."""
+
+
+@dataclass
+class InitConfig:
+    """How weights are initialised after the model is built."""
+
+    scheme: str = "kaiming_uniform"
+    """One of: kaiming_uniform, kaiming_normal, xavier_uniform, xavier_normal, orthogonal,
+    torch_default."""
+    mode: str = "fan_in"
+    """Kaiming fan mode: fan_in (preserves forward variance) or fan_out (backward)."""
+
+
+@dataclass
+class SGDConfig:
+    """Stochastic gradient descent with momentum."""
+
+    _target_: str = "torch.optim.SGD"
+    lr: float = 0.05
+    """Learning rate (> 0)."""
+    momentum: float = 0.9
+    """Momentum factor."""
+    weight_decay: float = 0.0
+    """L2 penalty."""
+    nesterov: bool = False
+    """Nesterov momentum."""
+
+
+@dataclass
+class AdamWConfig:
+    """Adam with decoupled weight decay."""
+
+    _target_: str = "torch.optim.AdamW"
+    lr: float = 1e-3
+    """Learning rate (> 0)."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    """Coefficients of the running averages of the gradient and its square."""
+    weight_decay: float = 0.01
+    """Decoupled weight decay."""
+    eps: float = 1e-8
+    """Added to the denominator for numerical stability."""
+
+
+@dataclass
+class NoSchedConfig:
+    """A constant learning rate."""
+
+    _target_: str | None = None
+
+
+@dataclass
+class CosineSchedConfig:
+    """Cosine decay over the whole run, stepped after every optimizer step."""
+
+    _target_: str = "torch.optim.lr_scheduler.CosineAnnealingLR"
+    T_max: int | None = None
+    """Steps of one half cosine; null means every step of the run."""
+    eta_min: float = 0.0
+    """Final learning rate."""
+
+
+@dataclass
+class StepSchedConfig:
+    """Multiply the learning rate by `gamma` every `step_size` epochs."""
+
+    _target_: str = "torch.optim.lr_scheduler.StepLR"
+    step_size: int = 5
+    """Epochs between decays."""
+    gamma: float = 0.1
+    """Decay factor."""
+
+
+@dataclass
+class LoaderConfig:
+    """How batches are served. None of these change the results, only the speed."""
+
+    batch_size: int = 64
+    """Samples per batch (> 0)."""
+    shuffle: bool = True
+    """Shuffle the training split each epoch (the order is a function of the data seed and
+    the epoch)."""
+    num_workers: int = 0
+    """DataLoader worker processes; 0 serves in-memory data by direct batch indexing."""
+    pin_memory: bool = False
+    """Page-locked host memory for faster copies to the GPU."""
+    persistent_workers: bool = False
+    """Keep worker processes alive between epochs (needs num_workers > 0)."""
+    prefetch_factor: int | None = None
+    """Batches each worker loads ahead (needs num_workers > 0); null is PyTorch's default."""
+    drop_last: bool = False
+    """Drop the last incomplete training batch of each epoch."""
+
+
+@dataclass
+class TrainerConfig:
+    """The training loop."""
+
+    epochs: int = 10
+    """Passes over the training split (>= 0)."""
+    device: str = "auto"
+    """auto (cuda when available, else cpu), cpu or cuda."""
+    log_every: int = 20
+    """Write the loss to metrics.jsonl every this many optimizer steps (> 0)."""
+    grad_clip: float | None = None
+    """Clip the global gradient norm to this value; null turns clipping off."""
+    limit_train_batches: int | None = None
+    """Stop each epoch after this many batches (debugging); null means the whole epoch."""
+    threads: int | None = None
+    """torch intra-op threads; null keeps PyTorch's default. Recorded either way."""
+
+
+@dataclass
+class DeterminismConfig:
+    """How strictly PyTorch is made deterministic."""
+
+    mode: str = "strict"
+    """strict: deterministic algorithms or an error; warn: the same, warnings instead of errors;
+    off: fastest (cuDNN benchmark), not reproducible."""
+
+
+@dataclass
+class TrainConfig:
+    """The whole run. Group values (`data`, `model`, ...) are checked by their own schemas."""
+
+    seed: int = 0
+    """Master seed, an int in [0, 2**32-1]: every stream below is derived from it."""
+    seeds: SeedsConfig = field(default_factory=SeedsConfig)
+    """Per-stream overrides."""
+    data: Any = MISSING
+    model: Any = MISSING
+    init: InitConfig = field(default_factory=InitConfig)
+    optim: Any = MISSING
+    sched: Any = MISSING
+    loader: LoaderConfig = field(default_factory=LoaderConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    determinism: DeterminismConfig = field(default_factory=DeterminismConfig)
+
+
+# Groups whose options have different fields; the others are typed in TrainConfig directly.
+GROUP_SCHEMAS: dict[str, dict[str, type]] = {
+    "data": {
+        "synthetic": SyntheticDataConfig,
+        "synthetic_images": SyntheticImagesConfig,
+        "npz": NpzDataConfig,
+    },
+    "model": {"mlp": MLPConfig, "cnn": CNNConfig},
+    "optim": {"sgd": SGDConfig, "adamw": AdamWConfig},
+    "sched": {"none": NoSchedConfig, "cosine": CosineSchedConfig, "step": StepSchedConfig},
+}
+
+
+def register_configs() -> None:
+    """Store the schemas; each YAML option starts with `defaults: [<name>_schema]`."""
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    for group, schemas in GROUP_SCHEMAS.items():
+        for name, node in schemas.items():
+            cs.store(group=group, name=f"{name}_schema", node=node)
+
+
+INIT_SCHEMES = (
+    "kaiming_uniform",
+    "kaiming_normal",
+    "xavier_uniform",
+    "xavier_normal",
+    "orthogonal",
+    "torch_default",
+)
+FAN_MODES = ("fan_in", "fan_out")
+DEVICES = ("auto", "cpu", "cuda")
+DETERMINISM_MODES = ("strict", "warn", "off")
+
+
+def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(key, value, allowed)
+
+
+def _check_seed(key: str, value: Any) -> None:
+    _check(0 <= value <= SEED_MAX, key, value, f"an int in [0, {SEED_MAX}] (2**32-1)")
+
+
+def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    _check(value in choices, key, value, f"one of {', '.join(choices)}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check every value types cannot; raise ConfigError for the first one that is wrong."""
+    known = {f.name for f in fields(TrainConfig)}
+    for key in cfg:
+        _check(key in known, str(key), cfg[key], f"a key of the schema: {', '.join(sorted(known))}")
+    _check_seed("seed", cfg.seed)
+    for stream, value in cfg.seeds.items():
+        if value is not None:
+            _check_seed(f"seeds.{stream}", value)
+
+    _check_choice("init.scheme", cfg.init.scheme, INIT_SCHEMES)
+    _check_choice("init.mode", cfg.init.mode, FAN_MODES)
+    _check_choice("determinism.mode", cfg.determinism.mode, DETERMINISM_MODES)
+    _check_choice("trainer.device", cfg.trainer.device, DEVICES)
+
+    lr = cfg.optim.get("lr")
+    _check(lr is None or lr > 0, "optim.lr", lr, "a number > 0")
+    _check(cfg.loader.batch_size > 0, "loader.batch_size", cfg.loader.batch_size, "an int > 0")
+    workers = cfg.loader.num_workers
+    _check(workers >= 0, "loader.num_workers", workers, "an int >= 0")
+    if workers == 0:
+        _check(
+            not cfg.loader.persistent_workers,
+            "loader.persistent_workers",
+            True,
+            "false when loader.num_workers=0",
+        )
+        _check(
+            cfg.loader.prefetch_factor is None,
+            "loader.prefetch_factor",
+            cfg.loader.prefetch_factor,
+            "null when loader.num_workers=0",
+        )
+    elif cfg.loader.prefetch_factor is not None:
+        _check(
+            cfg.loader.prefetch_factor > 0,
+            "loader.prefetch_factor",
+            cfg.loader.prefetch_factor,
+            "an int > 0 or null",
+        )
+
+    _check(cfg.trainer.epochs >= 0, "trainer.epochs", cfg.trainer.epochs, "an int >= 0")
+    _check(cfg.trainer.log_every > 0, "trainer.log_every", cfg.trainer.log_every, "an int > 0")
+    clip = cfg.trainer.grad_clip
+    _check(clip is None or clip > 0, "trainer.grad_clip", clip, "a number > 0 or null")
+    limit = cfg.trainer.limit_train_batches
+    _check(limit is None or limit > 0, "trainer.limit_train_batches", limit, "an int > 0 or null")
+    threads = cfg.trainer.threads
+    _check(threads is None or threads > 0, "trainer.threads", threads, "an int > 0 or null")
+
+    val = cfg.data.get("val_fraction", 0.0)
+    _check(0.0 < val < 1.0, "data.val_fraction", val, "a number in (0, 1)")
+    augment = cfg.data.get("augment")
+    if augment is not None:
+        _check(augment.noise_std >= 0, "data.augment.noise_std", augment.noise_std, "a number >= 0")
+        _check(0 <= augment.drop_prob < 1, "data.augment.drop_prob", augment.drop_prob, "in [0, 1)")
+    dropout = cfg.model.get("dropout", 0.0)
+    _check(0 <= dropout < 1, "model.dropout", dropout, "a number in [0, 1)")

@@ -1,0 +1,68 @@
+"""Models: nn.Modules that only construct. Initialisation is `seedbed.init`'s job.
+
+A model takes `input_shape` and `num_classes` from the data, and the rest from
+its config group (`configs/model/<name>.yaml`, built by `_target_`). Layers are
+declared in the order they run, so `seedbed.init` finds each layer's
+nonlinearity in the module that follows it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+
+class MLP(nn.Module):
+    """Flatten, then Linear -> ReLU -> Dropout per hidden layer, then a Linear classifier."""
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_classes: int,
+        hidden: Sequence[int] = (128, 128),
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = math.prod(input_shape)
+        for size in hidden:
+            layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(dropout)]
+            width = size
+        layers.append(nn.Linear(width, num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class CNN(nn.Module):
+    """Conv 3x3 -> ReLU -> MaxPool 2 per block, then Dropout and a Linear classifier."""
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_classes: int,
+        channels: Sequence[int] = (16, 32),
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        in_channels, height, width = input_shape
+        blocks: list[nn.Module] = []
+        for out_channels in channels:
+            blocks += [
+                nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            ]
+            in_channels, height, width = out_channels, height // 2, width // 2
+        if height < 1 or width < 1:
+            raise ValueError(f"input {tuple(input_shape)} is too small for {len(channels)} blocks")
+        self.features = nn.Sequential(*blocks)
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Dropout(dropout), nn.Linear(in_channels * height * width, num_classes)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(x))

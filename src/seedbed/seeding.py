@@ -1,0 +1,72 @@
+"""One master seed, independent named streams.
+
+`derive_seeds(seed)` gives one seed per source of randomness through
+`numpy.random.SeedSequence`, keyed by the stream's name, so adding a stream
+never shifts the others and pinning one (`seeds.init=7`) leaves the rest as
+they were. `seed_everything` seeds the global RNGs from their streams and
+returns the seeds actually used; the run record stores them.
+
+Randomness that depends on a counter (the shuffle of epoch e, the augmentation
+of sample i in epoch e) is drawn from a child of its stream keyed by that
+counter: see `child_seed`.
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+STREAMS = ("init", "data", "augment", "torch", "python", "numpy")
+
+
+def _stream_key(name: str) -> int:
+    # A stable key per name: the derived seeds do not depend on the order of STREAMS.
+    return zlib.crc32(name.encode())
+
+
+def child_seed(seed: int, *counters: int) -> int:
+    """A 32-bit seed for (seed, counters...), statistically independent of its siblings."""
+    sequence = np.random.SeedSequence(entropy=seed, spawn_key=tuple(counters))
+    return int(sequence.generate_state(1, np.uint32)[0])
+
+
+def derive_seeds(seed: int, pinned: Mapping[str, int | None] | None = None) -> dict[str, int]:
+    """One seed per stream: the pinned value where given, else derived from `seed`."""
+    pinned = pinned or {}
+    unknown = set(pinned) - set(STREAMS)
+    if unknown:
+        raise KeyError(f"unknown seed streams {sorted(unknown)}; streams are {STREAMS}")
+    return {
+        name: pinned[name] if pinned.get(name) is not None else child_seed(seed, _stream_key(name))
+        for name in STREAMS
+    }
+
+
+@dataclass(frozen=True)
+class Seeds:
+    """The seeds a run uses: the master seed and one per stream."""
+
+    seed: int
+    streams: dict[str, int]
+
+    def generator(self, stream: str, device: str | torch.device = "cpu") -> torch.Generator:
+        """A fresh torch.Generator seeded from `stream` alone."""
+        return torch.Generator(device=device).manual_seed(self.streams[stream])
+
+    def as_record(self) -> dict[str, Any]:
+        return {"seed": self.seed, "streams": dict(self.streams)}
+
+
+def seed_everything(seed: int, pinned: Mapping[str, int | None] | None = None) -> Seeds:
+    """Seed Python, NumPy's global RNG and torch (CPU and every CUDA device) from their streams."""
+    seeds = Seeds(seed=seed, streams=derive_seeds(seed, pinned))
+    random.seed(seeds.streams["python"])
+    np.random.seed(seeds.streams["numpy"])
+    torch.manual_seed(seeds.streams["torch"])  # also seeds every CUDA device, lazily
+    return seeds

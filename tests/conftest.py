@@ -1,0 +1,51 @@
+"""Shared helpers: real training runs, in a subprocess (as a user runs them) or in-process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from seedbed.train import CONFIG_DIR
+
+ROOT = Path(__file__).resolve().parents[1]
+# Small enough for a test, large enough to have several epochs, batches and log records.
+SMALL = ["data.n_samples=512", "trainer.epochs=2", "trainer.log_every=4", "loader.batch_size=32"]
+
+
+def run_train(
+    run_dir: Path, *overrides: str, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """`python train.py hydra.run.dir=<run_dir> <overrides>` in a fresh process."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run_dir}", *overrides],
+        cwd=run_dir.parent,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"train.py failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return result
+
+
+def read_run(run_dir: Path) -> dict:
+    return json.loads((run_dir / "run.json").read_text())
+
+
+def compose_config(*overrides: str) -> DictConfig:
+    """The config `python train.py <overrides>` would get, without starting a run."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))
+
+
+@pytest.fixture
+def small() -> list[str]:
+    return list(SMALL)

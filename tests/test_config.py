@@ -1,0 +1,164 @@
+"""Every option of every group composes and builds; every bad input fails early, in one line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, compose_config, read_run, run_train
+from hydra.utils import instantiate
+
+from seedbed.config import validate
+from seedbed.init import init_weights
+from seedbed.optim import build_optimizer, build_scheduler
+
+GROUPS = ["data", "model", "init", "optim", "sched", "loader", "trainer", "determinism"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (ROOT / "configs" / group).glob("*.yaml"))
+
+
+@pytest.fixture
+def npz_file(tmp_path):
+    path = tmp_path / "data.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, x=rng.standard_normal((40, 5)).astype(np.float32), y=rng.integers(0, 3, 40))
+    return path
+
+
+def build_everything(cfg) -> None:
+    validate(cfg)
+    data = instantiate(cfg.data)
+    model = instantiate(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes)
+    init_weights(model, cfg.init.scheme, torch.Generator().manual_seed(0), mode=cfg.init.mode)
+    optimizer = build_optimizer(model.parameters(), cfg.optim)
+    build_scheduler(optimizer, cfg.sched, total_steps=10, steps_per_epoch=2)
+    x, _ = data.train.batch(torch.arange(2))
+    assert model(x).shape == (2, data.num_classes)
+
+
+@pytest.mark.parametrize(
+    "group,option", [(g, o) for g in GROUPS for o in options(g)], ids=lambda v: str(v)
+)
+def test_every_option_composes_and_builds(group, option, npz_file):
+    extra = ["data.n_samples=64"]
+    if group == "model" and option == "cnn" or group == "data" and option == "synthetic_images":
+        extra = ["data=synthetic_images", "model=cnn", "data.n_samples=64"]
+    if group == "data" and option == "npz":
+        extra = [f"data.path={npz_file}"]
+    cfg = compose_config(f"{group}={option}", *extra)
+    build_everything(cfg)
+
+
+@pytest.mark.parametrize("group", ["experiment", "debug"])
+def test_every_experiment_and_debug_file_composes_and_builds(group):
+    for option in options(group):
+        cfg = compose_config(f"{group}={option}")
+        build_everything(cfg)
+
+
+def test_experiment_holds_only_what_differs():
+    cfg = compose_config("experiment=cnn_images")
+    assert cfg.model._target_ == "seedbed.models.CNN"
+    assert cfg.data._target_ == "seedbed.data.synthetic_images"
+    assert cfg.seed == compose_config().seed
+
+
+def write_npz(path, **arrays) -> str:
+    np.savez(path, **arrays)
+    return str(path)
+
+
+BAD_INPUTS = [
+    (["foo=1"], "foo"),
+    (["+foo=1"], "foo=1 is not allowed"),
+    (["seed=abc"], "seed: Value 'abc'"),
+    (["seed=-1"], "seed=-1 is not allowed: an int in [0, 4294967295]"),
+    ([f"seed={2**32}"], "seed=4294967296 is not allowed"),
+    (["seeds.init=-3"], "seeds.init=-3 is not allowed"),
+    (["loader.batch_size=0"], "loader.batch_size=0 is not allowed: an int > 0"),
+    (["optim.lr=0"], "optim.lr=0.0 is not allowed: a number > 0"),
+    (["optim=adamw", "optim.lr=-1e-3"], "optim.lr=-0.001 is not allowed"),
+    (["trainer.epochs=-1"], "trainer.epochs=-1 is not allowed: an int >= 0"),
+    (["loader.num_workers=-1"], "loader.num_workers=-1 is not allowed: an int >= 0"),
+    (["init.scheme=he"], "init.scheme='he' is not allowed: one of kaiming_uniform"),
+    (["init=he"], "Could not find 'init/he'; Available options in 'init': kaiming_normal"),
+    (["determinism.mode=exact"], "determinism.mode='exact' is not allowed: one of strict, warn"),
+    (["determinism=exact"], "Could not find 'determinism/exact'"),
+    (["trainer.device=tpu"], "trainer.device='tpu' is not allowed: one of auto, cpu, cuda"),
+    (["data=npz"], "data.path: Missing mandatory value"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overrides,message", BAD_INPUTS, ids=lambda v: str(v))
+def test_bad_input_fails_with_one_line_naming_the_key(tmp_path, overrides, message):
+    run_dir = tmp_path / "run"
+    result = run_train(run_dir, *overrides, check=False)
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ")
+    assert message in last
+    record = read_run(run_dir)
+    assert record["status"] == "failed"
+    assert message in record["error"]
+    assert "Traceback" in (run_dir / "train.log").read_text()
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not (run_dir / "checkpoints").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_is_refused(tmp_path):
+    result = run_train(tmp_path / "run", "trainer.device=cuda", check=False)
+    assert result.returncode == 2
+    assert (
+        "trainer.device='cuda' is not allowed: auto or cpu: CUDA is not available" in result.stderr
+    )
+
+
+def bad_npz_cases(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((10, 3))
+    unreadable = tmp_path / "unreadable.npz"
+    unreadable.write_bytes(b"this is not a zip file")
+    return [
+        (str(tmp_path / "missing.npz"), "an existing .npz file"),
+        (str(unreadable), "a readable .npz file"),
+        (write_npz(tmp_path / "no_y.npz", x=x), "missing y"),
+        (write_npz(tmp_path / "no_x.npz", y=np.zeros(10, dtype=int)), "missing x"),
+        (
+            write_npz(tmp_path / "mismatch.npz", x=x, y=np.zeros(9, dtype=int)),
+            "x and y of the same length (x has 10, y has 9)",
+        ),
+    ]
+
+
+@pytest.mark.slow
+def test_bad_npz_files_fail_with_the_reason(tmp_path):
+    for i, (path, message) in enumerate(bad_npz_cases(tmp_path)):
+        run_dir = tmp_path / f"run{i}"
+        result = run_train(run_dir, "data=npz", f"data.path={path}", check=False)
+        assert result.returncode == 2, path
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"error: data.path='{path}' is not allowed")
+        assert message in last
+        assert read_run(run_dir)["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_npz_data_trains(tmp_path, npz_file):
+    run_train(tmp_path / "run", "data=npz", f"data.path={npz_file}", "trainer.epochs=1")
+    assert read_run(tmp_path / "run")["status"] == "completed"
+
+
+def test_non_finite_loss_stops_with_a_clear_error(tmp_path):
+    from seedbed.errors import SeedbedError
+    from seedbed.train import train
+
+    cfg = compose_config("data.n_samples=256", "optim.lr=1e30", "trainer.log_every=2")
+    with pytest.raises(SeedbedError, match=r"training loss is (nan|inf) at step \d+ \(epoch 0\)"):
+        train(cfg, tmp_path / "run")
+    record = read_run(tmp_path / "run")
+    assert record["status"] == "failed"
+    assert "lower optim.lr" in record["error"]
