@@ -12,6 +12,7 @@ import logging
 import os
 import secrets
 import sys
+import time
 import traceback
 from datetime import datetime
 from pathlib import Path
@@ -147,6 +148,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
         metrics = MetricsLog(run_dir / METRICS_FILE)
         log.info("run dir %s  seed %d  device %s", run_dir, cfg.seed, device)
+        fit_started = time.perf_counter()
         final = fit(
             model,
             optimizer,
@@ -162,12 +164,14 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             limit_train_batches=cfg.trainer.limit_train_batches,
             on_epoch_end=save_last,
         )
+        fit_seconds = time.perf_counter() - fit_started  # evaluate() synchronised the device
         if state.step == 0:
             save_last(state, {})
         fingerprint = weights_sha256(model.state_dict())
         record.finish(
             "completed",
             final_metrics=final,
+            fit_seconds=round(fit_seconds, 4),
             weights_sha256=fingerprint,
             loss_series_sha256=loss_series_sha256(read_metrics(run_dir / METRICS_FILE)),
         )

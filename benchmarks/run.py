@@ -1,0 +1,273 @@
+"""Benchmarks: what reproducibility and the template cost, measured side by side in one run.
+
+    python benchmarks/run.py                  # every benchmark, a table of medians and ratios
+    python benchmarks/run.py --only loop      # one benchmark (repeat --only for several)
+    python benchmarks/run.py --out bench.json # also write the results as JSON
+
+Each benchmark runs its variants interleaved (A B A B ...) after a warm-up,
+several times, and reports the median and min-max per variant and the ratio
+of medians to the reference variant. Nothing here is asserted: these are
+numbers to read, on your machine, not tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from seedbed.determinism import set_determinism
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from workloads import (  # noqa: E402  (after the path set-up above)
+    bare_startup_script,
+    dataloader_loop,
+    hand_written_loop,
+    lightning_loop,
+    seedbed_loop,
+    setup,
+)
+
+
+@dataclass
+class Result:
+    """One benchmark: per-variant samples (lower is better) and the reference variant."""
+
+    name: str
+    unit: str
+    reference: str
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    note: str = ""
+
+    def summary(self) -> list[dict]:
+        ref = statistics.median(self.samples[self.reference])
+        return [
+            {
+                "variant": variant,
+                "median": statistics.median(values),
+                "min": min(values),
+                "max": max(values),
+                "ratio": statistics.median(values) / ref,
+                "n": len(values),
+            }
+            for variant, values in self.samples.items()
+        ]
+
+
+def interleaved(
+    variants: dict[str, Callable[[], float]], repeats: int, warmup: int = 1
+) -> dict[str, list[float]]:
+    """Run A B C A B C ...: drifts in machine load hit every variant alike."""
+    for _ in range(warmup):
+        for run in variants.values():
+            run()
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, run in variants.items():
+            samples[name].append(run())
+    return samples
+
+
+# --- benchmarks ------------------------------------------------------------------------------
+
+
+def bench_loop(repeats: int, config: str) -> Result:
+    """Seconds per optimizer step: seedbed's loop vs a hand-written loop vs DataLoader."""
+    overrides = ["data.augment=null"]
+    if config == "cnn":
+        overrides = ["experiment=cnn_images", "data.augment=null"]
+    work = setup(overrides, epochs=5)
+    set_determinism("strict")  # train.py's default, for every variant alike
+    variants = {
+        "hand-written loop": lambda: hand_written_loop(work),
+        "seedbed loop": lambda: seedbed_loop(work),
+        "DataLoader(TensorDataset)": lambda: dataloader_loop(work),
+    }
+    return Result(
+        name=f"loop ({config})",
+        unit="ms/step",
+        reference="hand-written loop",
+        samples={k: [v * 1e3 for v in vs] for k, vs in interleaved(variants, repeats).items()},
+        note=f"{work.steps} steps + per-epoch validation, batch {work.batch_size}, "
+        "augmentation off, same model, data and initial weights",
+    )
+
+
+def _wall(command: list[str], env: dict[str, str] | None = None) -> float:
+    started = time.perf_counter()
+    subprocess.run(
+        command,
+        cwd=tempfile.gettempdir(),
+        env={**os.environ, **(env or {})},
+        check=True,
+        capture_output=True,
+    )
+    return time.perf_counter() - started
+
+
+def bench_startup(repeats: int) -> Result:
+    """Process wall time of a one-step run: `python train.py` vs a bare torch script."""
+    with tempfile.TemporaryDirectory() as tmp:
+        bare = Path(tmp) / "bare.py"
+        bare.write_text(bare_startup_script())
+        train = [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "trainer.epochs=1",
+            "trainer.limit_train_batches=1",
+            f"hydra.run.dir={tmp}/run",
+        ]
+        variants = {
+            "bare torch script": lambda: _wall([sys.executable, str(bare)]),
+            "python train.py": lambda: _wall(train),
+        }
+        samples = interleaved(variants, repeats)
+    return Result(
+        name="startup",
+        unit="s",
+        reference="bare torch script",
+        samples=samples,
+        note="process start to exit after one optimizer step; train.py also validates and "
+        "writes its run directory",
+    )
+
+
+def bench_determinism(repeats: int) -> Result:
+    """Seconds per step of the default config: determinism strict vs off."""
+    strict = setup(["data.augment=null", "determinism=strict"], epochs=5)
+    off = setup(["data.augment=null", "determinism=off"], epochs=5)
+    variants = {
+        "determinism=off": lambda: seedbed_loop(off, determinism="off"),
+        "determinism=strict": lambda: seedbed_loop(strict, determinism="strict"),
+    }
+    return Result(
+        name="determinism",
+        unit="ms/step",
+        reference="determinism=off",
+        samples={k: [v * 1e3 for v in vs] for k, vs in interleaved(variants, repeats).items()},
+        note=f"default MLP, {strict.steps} steps",
+    )
+
+
+def bench_peer(repeats: int) -> Result | None:
+    """seedbed vs Lightning's Trainer(deterministic=True): same model, data and steps."""
+    try:
+        import lightning  # noqa: F401
+    except ImportError:
+        return None
+    work = setup(["data.augment=null"], epochs=5)
+    set_determinism("strict")
+    variants = {
+        "seedbed loop": lambda: seedbed_loop(work),
+        "Lightning Trainer(deterministic=True)": lambda: lightning_loop(work),
+    }
+    return Result(
+        name="peer",
+        unit="ms/step",
+        reference="seedbed loop",
+        samples={k: [v * 1e3 for v in vs] for k, vs in interleaved(variants, repeats).items()},
+        note="Lightning without logger, checkpointing or progress bar",
+    )
+
+
+BENCHMARKS: dict[str, Callable[[int], Result | None]] = {
+    "loop": lambda r: bench_loop(r, "mlp"),
+    "loop-cnn": lambda r: bench_loop(r, "cnn"),
+    "startup": bench_startup,
+    "determinism": bench_determinism,
+    "peer": bench_peer,
+}
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+def machine() -> dict:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def print_table(results: list[Result], info: dict) -> None:
+    print(
+        f"machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']} "
+        f"({info['torch_threads']} threads), python {info['python']}"
+        + (f", GPU {info['cuda']}" if info["cuda"] else "")
+    )
+    print()
+    print("| benchmark | variant | median | min-max | ratio | n |")
+    print("|---|---|---|---|---|---|")
+    for result in results:
+        for row in result.summary():
+            print(
+                f"| {result.name} | {row['variant']} | {row['median']:.3f} {result.unit} "
+                f"| {row['min']:.3f}-{row['max']:.3f} | {row['ratio']:.3f} | {row['n']} |"
+            )
+    print()
+    for result in results:
+        if result.note:
+            print(f"- {result.name}: {result.note}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", action="append", choices=sorted(BENCHMARKS), help="repeatable")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repetitions per variant")
+    parser.add_argument("--out", type=Path, help="also write the results as JSON here")
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats={args.repeats} is not allowed: an int >= 1")
+
+    results: list[Result] = []
+    skipped: dict[str, str] = {}
+    for name in args.only or list(BENCHMARKS):
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        result = BENCHMARKS[name](args.repeats)
+        if result is None:
+            skipped[name] = "its optional dependency is not installed"
+            continue
+        results.append(result)
+
+    info = machine()
+    print_table(results, info)
+    for name, reason in skipped.items():
+        print(f"- {name}: skipped ({reason})")
+    if args.out:
+        payload = {
+            "machine": info,
+            "results": [{"name": r.name, "unit": r.unit, "rows": r.summary()} for r in results],
+            "skipped": skipped,
+        }
+        args.out.write_text(json.dumps(payload, indent=2, default=lambda v: None) + "\n")
+    return 0 if all(math.isfinite(row["median"]) for r in results for row in r.summary()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
