@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -10,9 +11,10 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-from seedbed.train import CONFIG_DIR
+from seedbed.train import CONFIG_DIR, cli
 
 ROOT = Path(__file__).resolve().parents[1]
 # Small enough for a test, large enough to have several epochs, batches and log records.
@@ -34,6 +36,23 @@ def run_train(
     if check and result.returncode != 0:
         raise AssertionError(f"train.py failed ({result.returncode}):\n{result.stderr[-3000:]}")
     return result
+
+
+def run_cli(run_dir: Path, *overrides: str) -> tuple[int, str, str]:
+    """`train.py` in this process (fast, for many small cases): (exit code, stdout, stderr)."""
+    argv, stdout, stderr = sys.argv, sys.stdout, sys.stderr
+    sys.argv = ["train.py", f"hydra.run.dir={run_dir}", *overrides]
+    sys.stdout, sys.stderr = io.StringIO(), io.StringIO()
+    code = 0
+    try:
+        cli()
+    except SystemExit as exit:
+        code = exit.code if isinstance(exit.code, int) else 1
+    finally:
+        out, err = sys.stdout.getvalue(), sys.stderr.getvalue()
+        sys.argv, sys.stdout, sys.stderr = argv, stdout, stderr
+        GlobalHydra.instance().clear()
+    return code, out, err
 
 
 def read_run(run_dir: Path) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, compose_config, read_run, run_train
+from conftest import ROOT, compose_config, read_run, run_cli, run_train
 from hydra.utils import instantiate
 
 from seedbed.config import validate
@@ -91,21 +91,28 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("overrides,message", BAD_INPUTS, ids=lambda v: str(v))
 def test_bad_input_fails_with_one_line_naming_the_key(tmp_path, overrides, message):
     run_dir = tmp_path / "run"
-    result = run_train(run_dir, *overrides, check=False)
-    assert result.returncode == 2
-    last = result.stderr.strip().splitlines()[-1]
+    code, out, err = run_cli(run_dir, *overrides)
+    assert code == 2
+    last = err.strip().splitlines()[-1]
     assert last.startswith("error: ")
     assert message in last
     record = read_run(run_dir)
     assert record["status"] == "failed"
     assert message in record["error"]
     assert "Traceback" in (run_dir / "train.log").read_text()
-    assert "Traceback" not in result.stderr + result.stdout
+    assert "Traceback" not in out + err
     assert not (run_dir / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_bad_input_exits_the_process_with_status_2(tmp_path):
+    result = run_train(tmp_path / "run", "seed=abc", check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: seed: Value 'abc'")
+    assert read_run(tmp_path / "run")["status"] == "failed"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
@@ -134,13 +141,12 @@ def bad_npz_cases(tmp_path):
     ]
 
 
-@pytest.mark.slow
 def test_bad_npz_files_fail_with_the_reason(tmp_path):
     for i, (path, message) in enumerate(bad_npz_cases(tmp_path)):
         run_dir = tmp_path / f"run{i}"
-        result = run_train(run_dir, "data=npz", f"data.path={path}", check=False)
-        assert result.returncode == 2, path
-        last = result.stderr.strip().splitlines()[-1]
+        code, _, err = run_cli(run_dir, "data=npz", f"data.path={path}")
+        assert code == 2, path
+        last = err.strip().splitlines()[-1]
         assert last.startswith(f"error: data.path='{path}' is not allowed")
         assert message in last
         assert read_run(run_dir)["status"] == "failed"

@@ -263,10 +263,12 @@ def _record_composition_failure(error: BaseException) -> Path | None:
 
 def cli() -> None:
     """Run Hydra; an expected error becomes one line on stderr and exit status 2."""
-    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+    asked = os.environ.get("HYDRA_FULL_ERROR")
+    if asked == "1":
         main()  # the user asked for full tracebacks
         return
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's printer
+    _jobs_started.clear()
     try:
         main()
     except (SeedbedError, KeyboardInterrupt) as error:
@@ -280,3 +282,8 @@ def cli() -> None:
         where = f" (recorded in {run_dir / 'run.json'})" if run_dir else ""
         print(f"error: {error_line(error)}{where}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+    finally:
+        if asked is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = asked
