@@ -241,7 +241,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", choices=sorted(BENCHMARKS), help="repeatable")
     parser.add_argument("--repeats", type=int, default=5, help="timed repetitions per variant")
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
+    parser.add_argument(
+        "--threads", type=int, help="torch threads (default: PyTorch's); 1 is steadier on a busy machine"
+    )
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # for the startup subprocesses
     if args.repeats < 1:
         parser.error(f"--repeats={args.repeats} is not allowed: an int >= 1")
 

@@ -278,12 +278,13 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
 
 
 def register_configs() -> None:
-    """Store the schemas; each YAML option starts with `defaults: [<name>_schema]`."""
+    """Store the schemas under `schema/`; a YAML option starts from its own, e.g.
+    `defaults: [/schema/model@_here_: mlp]`, so composition checks its keys and types."""
     cs = ConfigStore.instance()
-    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(group="schema", name="train", node=TrainConfig)
     for group, schemas in GROUP_SCHEMAS.items():
         for name, node in schemas.items():
-            cs.store(group=group, name=f"{name}_schema", node=node)
+            cs.store(group=f"schema/{group}", name=name, node=node)
 
 
 INIT_SCHEMES = (
