@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: train test test-fast install lint format lock clean
+.PHONY: train test test-fast install lint format lock bench clean
 
 train: install  ## create .venv from the lock file, install seedbed, run `python train.py $(ARGS)`
 	$(PY) train.py $(ARGS)
@@ -22,6 +22,9 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
+
+bench: install  ## the benchmarks: a table of medians and ratios (not tests: nothing is asserted)
+	$(PY) benchmarks/run.py $(ARGS)
 
 lint: install  ## ruff lint and format check
 	$(PY) -m ruff check .

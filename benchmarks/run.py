@@ -242,7 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed repetitions per variant")
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
     parser.add_argument(
-        "--threads", type=int, help="torch threads (default: PyTorch's); 1 is steadier on a busy machine"
+        "--threads",
+        type=int,
+        help="torch threads (default: PyTorch's); 1 is steadier on a busy machine",
     )
     args = parser.parse_args(argv)
     if args.threads is not None:
