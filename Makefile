@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: train test test-fast install lint format lock clean
+.PHONY: train test test-fast install lint verify format lock clean
 
 train: install  ## create .venv from the lock file, install seedbed, run `python train.py $(ARGS)`
 	$(PY) train.py $(ARGS)
@@ -26,6 +26,9 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 lint: install  ## ruff lint and format check
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+
+verify: install  ## run a small config twice in fresh processes and compare bit for bit
+	$(PY) -m seedbed.verify data.n_samples=1024 trainer.epochs=2 $(ARGS)
 
 format: install
 	$(PY) -m ruff format .

@@ -41,20 +41,23 @@ RERUN_HEADER = {
 }
 
 
-def train_command(run_dir: Path, args: list[str]) -> list[str]:
-    entry = (
-        [str(TRAIN_SCRIPT)]
-        if TRAIN_SCRIPT.is_file()
-        else ["-c", "import seedbed.train as t; t.cli()"]
-    )
-    return [sys.executable, *entry, f"hydra.run.dir={run_dir}", *args]
+def train_command(run_dir: Path, overrides: list[str], flags: list[str]) -> list[str]:
+    """`python train.py <flags> hydra.run.dir=<run_dir> <overrides>`: Hydra wants flags first."""
+    if TRAIN_SCRIPT.is_file():
+        entry = [str(TRAIN_SCRIPT)]
+    else:  # seedbed installed without its checkout: the same entry point, by import
+        entry = ["-c", "from seedbed import train; train.cli()"]
+    return [sys.executable, *entry, *flags, f"hydra.run.dir={run_dir}", *overrides]
 
 
-def run_training(run_dir: Path, args: list[str]) -> None:
+def run_training(run_dir: Path, overrides: list[str], flags: list[str] | None = None) -> None:
     """One training run in a fresh process; a failure becomes its one-line error."""
     print(f"run: {run_dir}", flush=True)
     result = subprocess.run(
-        train_command(run_dir, args), capture_output=True, text=True, env=dict(os.environ)
+        train_command(run_dir, overrides, flags or []),
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
     )
     if result.returncode != 0:
         lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -92,7 +95,7 @@ def verify(
                 "the recorded config as it is"
             )
         rerun = out / "rerun"
-        run_training(rerun, [*rerun_config(recorded, out / "config"), *(vary or [])])
+        run_training(rerun, vary or [], flags=rerun_config(recorded, out / "config"))
         return compare_runs(recorded, rerun)
     first, second = out / "first", out / "second"
     run_training(first, overrides)
