@@ -35,9 +35,14 @@ RUN if ! command -v python3 >/dev/null; then \
 WORKDIR /app
 
 # Dependencies first, from the lock only: this layer is rebuilt when the lock changes,
-# not when the code does.
+# not when the code does. TORCH_INDEX_URL (optional) is a wheel index to take the locked
+# torch version from first, e.g. PyTorch's CPU-only index for a smaller CPU image.
+ARG TORCH_INDEX_URL=""
 COPY requirements.lock ./
-RUN pip install -r requirements.lock
+RUN if [ -n "$TORCH_INDEX_URL" ]; then \
+        pip install --index-url "$TORCH_INDEX_URL" "$(grep '^torch==' requirements.lock)"; \
+    fi \
+    && pip install -r requirements.lock
 
 COPY pyproject.toml README.md train.py ./
 COPY configs ./configs
