@@ -8,6 +8,7 @@ stderr and a non-zero exit, with the traceback kept in train.log.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import secrets
@@ -103,15 +104,15 @@ def build_batches(
 
 
 def perturb_after_step(optimizer: Any, model: torch.nn.Module, step: int | None) -> None:
-    """Debugging aid (`trainer.perturb_step`): after that optimizer step, add PERTURBATION to
-    the first weight, so that verify and compare can be seen to catch a one-step change."""
+    """Debugging aid (`trainer.perturb_step`): after that optimizer step (counted from the
+    start of this process), add PERTURBATION to the first weight, so that verify and compare
+    can be seen to catch a one-step change."""
     if step is None:
         return
-    done = [0]
+    steps_done = itertools.count(1)
 
     def hook(_optimizer: Any, _args: Any, _kwargs: Any) -> None:
-        done[0] += 1
-        if done[0] == step:
+        if next(steps_done) == step:
             with torch.no_grad():
                 next(model.parameters()).view(-1)[0] += PERTURBATION
 
