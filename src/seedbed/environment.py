@@ -21,7 +21,6 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 import tempfile
 from importlib import metadata
 from pathlib import Path
@@ -306,4 +305,3 @@ def read_environment(run_dir: str | Path) -> dict[str, Any]:
 
 if __name__ == "__main__":  # `python -m seedbed.environment`: what a run here would record
     print(json.dumps(capture_environment()[0], indent=2))
-    sys.exit(0)
