@@ -60,13 +60,10 @@ def test_verify_against_a_recorded_run_reproduces_it_and_compare_calls_the_twins
 
 
 @pytest.mark.slow
-def test_verify_names_the_first_diverging_step_and_the_parameters_that_differ(
-    recorded, tmp_path, capsys
-):
-    perturb_step = 5  # trainer.perturb_step: a one-step change, as a debugging aid
+def test_verify_names_the_first_diverging_step_and_the_parameters_that_differ(tmp_path, capsys):
+    perturb_step = 5  # trainer.perturb_step: a one-step change in the second run only
     code = verify_main(
-        ["--against", str(recorded), "--vary", f"trainer.perturb_step={perturb_step}"]
-        + ["--out", str(tmp_path)]
+        [*TINY, "--vary", f"trainer.perturb_step={perturb_step}", "--out", str(tmp_path)]
     )
     out = capsys.readouterr().out
     assert code == 1
@@ -74,9 +71,17 @@ def test_verify_names_the_first_diverging_step_and_the_parameters_that_differ(
     first_differing = perturb_step + 1
     assert f"metrics: first divergence at train step {first_differing}" in out
     assert last_line(out).startswith(f"different: metrics diverge at train step {first_differing}")
-    perturbed = next(iter(load_checkpoint(recorded / "checkpoints" / "last.pt")["model"]))
+    first = load_checkpoint(tmp_path / "first" / "checkpoints" / "last.pt")["model"]
+    perturbed = next(iter(first))
     assert f"  {perturbed}: max abs diff " in out
     assert "config trainer.perturb_step: None vs 5" in out
+
+
+@pytest.mark.slow
+def test_verify_against_a_recorded_run_fails_when_the_rerun_differs(recorded, tmp_path, capsys):
+    args = ["--against", str(recorded), "--vary", "trainer.perturb_step=1", "--out", str(tmp_path)]
+    assert verify_main(args) == 1
+    assert "metrics: first divergence at train step 2" in capsys.readouterr().out
 
 
 @pytest.mark.slow
