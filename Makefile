@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: train test test-fast install lint format lock bench clean
+.PHONY: train test test-fast install lint verify format lock bench clean
 
 train: install  ## create .venv from the lock file, install seedbed, run `python train.py $(ARGS)`
 	$(PY) train.py $(ARGS)
@@ -29,6 +29,9 @@ bench: install  ## the benchmarks: a table of medians and ratios (not tests: not
 lint: install  ## ruff lint and format check
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+
+verify: install  ## run a small config twice in fresh processes and compare bit for bit
+	$(PY) -m seedbed.verify data.n_samples=1024 trainer.epochs=2 $(ARGS)
 
 format: install
 	$(PY) -m ruff format .

@@ -235,6 +235,9 @@ class TrainerConfig:
     """Stop each epoch after this many batches (debugging); null means the whole epoch."""
     threads: int | None = None
     """torch intra-op threads; null keeps PyTorch's default. Recorded either way."""
+    perturb_step: int | None = None
+    """Debugging aid, never for real runs: after this optimizer step, add 1e-3 to the first
+    weight (`python -m seedbed.verify --vary trainer.perturb_step=5` must then fail)."""
 
 
 @dataclass
@@ -244,6 +247,40 @@ class DeterminismConfig:
     mode: str = "strict"
     """strict: deterministic algorithms or an error; warn: the same, warnings instead of errors;
     off: fastest (cuDNN benchmark), not reproducible."""
+
+
+@dataclass
+class TensorBoardConfig:
+    """TensorBoard event files (torch.utils.tensorboard.SummaryWriter)."""
+
+    log_dir: str = "tensorboard"
+    """Directory of the event files, relative to the run directory."""
+
+
+@dataclass
+class MlflowConfig:
+    """One MLflow run per training run: params, tags, metrics, and the run directory's files."""
+
+    tracking_uri: str = "sqlite:///outputs/mlflow/mlflow.db"
+    """Where runs are stored; the default is a local database under outputs/ (relative to where
+    you start the run)."""
+    artifact_location: str = "outputs/mlflow/artifacts"
+    """Where a new experiment stores its artifacts (relative paths: from where you start)."""
+    experiment: str = "seedbed"
+    """Experiment name; created when it does not exist."""
+    log_artifacts: bool = True
+    """Copy the run directory's files (all but checkpoints/) as artifacts at the end."""
+
+
+@dataclass
+class LoggerConfig:
+    """Extra metric loggers; metrics.jsonl is always written. Select with
+    `logger=tensorboard`, `logger=mlflow` or `logger=[tensorboard,mlflow]`."""
+
+    tensorboard: TensorBoardConfig | None = None
+    """Set by `logger=tensorboard`; null: off."""
+    mlflow: MlflowConfig | None = None
+    """Set by `logger=mlflow`; null: off."""
 
 
 @dataclass
@@ -262,6 +299,7 @@ class TrainConfig:
     loader: LoaderConfig = field(default_factory=LoaderConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     determinism: DeterminismConfig = field(default_factory=DeterminismConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
 
 
 # Groups whose options have different fields; the others are typed in TrainConfig directly.
@@ -360,6 +398,8 @@ def validate(cfg: DictConfig) -> None:
     _check(clip is None or clip > 0, "trainer.grad_clip", clip, "a number > 0 or null")
     limit = cfg.trainer.limit_train_batches
     _check(limit is None or limit > 0, "trainer.limit_train_batches", limit, "an int > 0 or null")
+    perturb = cfg.trainer.perturb_step
+    _check(perturb is None or perturb > 0, "trainer.perturb_step", perturb, "an int > 0 or null")
     threads = cfg.trainer.threads
     _check(threads is None or threads > 0, "trainer.threads", threads, "an int > 0 or null")
 

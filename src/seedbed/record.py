@@ -4,7 +4,9 @@
 - `run.json`: status (running -> completed | failed | interrupted, with the
   error), seeds used, determinism applied, versions, device, threads, times,
   final metrics and fingerprints of the final weights and of the loss series;
-- `metrics.jsonl`: one JSON object per line, appended as training goes.
+- `metrics.jsonl`: one JSON object per line, appended as training goes;
+- `environment.json`, `requirements.txt`, `code.patch`: written by
+  `seedbed.environment`, named in run.json's `environment` field.
 
 `run.json` is rewritten atomically on every change, so a reader never sees
 half of it, and a crash leaves the last complete state.

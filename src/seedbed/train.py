@@ -8,6 +8,7 @@ stderr and a non-zero exit, with the traceback kept in train.log.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import secrets
@@ -30,9 +31,11 @@ from seedbed.checkpoint import save_checkpoint
 from seedbed.config import register_configs, validate
 from seedbed.data import DataSplits
 from seedbed.determinism import set_determinism
+from seedbed.environment import ENVIRONMENT_FILE, write_environment
 from seedbed.errors import ConfigError, SeedbedError
 from seedbed.init import init_weights
 from seedbed.loader import EpochBatches, EpochBatchSampler
+from seedbed.loggers import AllLoggers, build_loggers, check_logger_packages
 from seedbed.loop import LoopState, fit
 from seedbed.optim import build_optimizer, build_scheduler
 from seedbed.record import (
@@ -52,6 +55,7 @@ log = logging.getLogger("seedbed")
 _jobs_started: list[int] = []
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 EXIT_USER_ERROR = 2
+PERTURBATION = 1e-3
 
 
 def run_name() -> str:
@@ -100,13 +104,30 @@ def build_batches(
     return train, val
 
 
+def perturb_after_step(optimizer: Any, model: torch.nn.Module, step: int | None) -> None:
+    """Debugging aid (`trainer.perturb_step`): after that optimizer step (counted from the
+    start of this process), add PERTURBATION to the first weight, so that verify and compare
+    can be seen to catch a one-step change."""
+    if step is None:
+        return
+    steps_done = itertools.count(1)
+
+    def hook(_optimizer: Any, _args: Any, _kwargs: Any) -> None:
+        if next(steps_done) == step:
+            with torch.no_grad():
+                next(model.parameters()).view(-1)[0] += PERTURBATION
+
+    optimizer.register_step_post_hook(hook)
+
+
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Train as `cfg` says, recording everything in `run_dir`; return the final metrics."""
     record = RunRecord(run_dir)
     record.start(OmegaConf.to_yaml(cfg, resolve=True), command_line())
-    metrics: MetricsLog | None = None
+    metrics: AllLoggers | None = None
     try:
         validate(cfg)
+        check_logger_packages(cfg.logger)
         applied = set_determinism(cfg.determinism.mode)  # before anything touches CUDA
         for note in applied["notes"]:
             log.warning(note)
@@ -120,6 +141,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             device=str(device),
             torch_threads=torch.get_num_threads(),
         )
+        environment = write_environment(run_dir)  # after threads and determinism are set
+        record.update(environment=ENVIRONMENT_FILE)
 
         data: DataSplits = instantiate(cfg.data)
         model = instantiate(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes)
@@ -146,7 +169,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 },
             )
 
-        metrics = MetricsLog(run_dir / METRICS_FILE)
+        perturb_after_step(optimizer, model, cfg.trainer.perturb_step)
+        metrics = AllLoggers(
+            [
+                MetricsLog(run_dir / METRICS_FILE),
+                *build_loggers(cfg, run_dir, seeds.as_record(), environment["git"]),
+            ]
+        )
         log.info("run dir %s  seed %d  device %s", run_dir, cfg.seed, device)
         fit_started = time.perf_counter()
         final = fit(
