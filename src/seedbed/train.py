@@ -11,8 +11,11 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import shlex
+import signal
 import sys
 import traceback
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,12 +28,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from seedbed.checkpoint import save_checkpoint
+from seedbed.checkpoint import Checkpointer
 from seedbed.config import register_configs, validate
 from seedbed.data import DataSplits
 from seedbed.determinism import set_determinism
 from seedbed.errors import ConfigError, SeedbedError
 from seedbed.init import init_weights
+from seedbed.interrupts import GracefulStop, ImmediateStop, TrainingInterrupted, exit_status
 from seedbed.loader import EpochBatches, EpochBatchSampler
 from seedbed.loop import LoopState, fit
 from seedbed.optim import build_optimizer, build_scheduler
@@ -43,7 +47,8 @@ from seedbed.record import (
     read_metrics,
     weights_sha256,
 )
-from seedbed.seeding import seed_everything
+from seedbed.resume import plan_resume, rewind_run_dir, run_dir_of
+from seedbed.seeding import capture_rng_states, restore_rng_states, seed_everything
 
 log = logging.getLogger("seedbed")
 
@@ -58,7 +63,21 @@ def run_name() -> str:
     return f"{datetime.now():%Y-%m-%d_%H-%M-%S}_{secrets.token_hex(3)}"
 
 
+def resumed_run_dir(resume_path: str | None, new_run_dir: str) -> str:
+    """Hydra's run dir: the resumed run's own directory, else a new one."""
+    return str(run_dir_of(resume_path)) if resume_path else new_run_dir
+
+
+def hydra_output_subdir(resume_path: str | None) -> str:
+    """Where Hydra keeps its record: a resume adds its own beside the original `.hydra/`."""
+    return f".hydra/resume_{run_name()}" if resume_path else ".hydra"
+
+
 OmegaConf.register_new_resolver("run_name", run_name, use_cache=True, replace=True)
+OmegaConf.register_new_resolver("resumed_run_dir", resumed_run_dir, use_cache=True, replace=True)
+OmegaConf.register_new_resolver(
+    "hydra_output_subdir", hydra_output_subdir, use_cache=True, replace=True
+)
 register_configs()
 
 
@@ -99,13 +118,27 @@ def build_batches(
     return train, val
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Train as `cfg` says, recording everything in `run_dir`; return the final metrics."""
+def train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Train as `cfg` says, recording everything in `run_dir`; return the final metrics.
+
+    With `resume.path` set, continue the run in `run_dir` from its checkpoint, with the
+    saved config plus this command's `overrides` (None: `cfg` is the whole config).
+    """
+    plan = None
+    if cfg.resume.path is not None:
+        # Checked before run.json is touched: a refused resume leaves the run as it was.
+        plan = plan_resume(cfg, run_dir, overrides, validate)
+        cfg = plan.config
     record = RunRecord(run_dir)
-    record.start(OmegaConf.to_yaml(cfg, resolve=True), command_line())
+    if plan is None:
+        record.start(OmegaConf.to_yaml(cfg, resolve=True), command_line())
     metrics: MetricsLog | None = None
     try:
         validate(cfg)
+        if plan is not None:
+            rewound = rewind_run_dir(run_dir, plan.path, plan.checkpoint)
+            config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+            record.resume(config_yaml, command_line(), plan.record(run_dir, rewound))
         applied = set_determinism(cfg.determinism.mode)  # before anything touches CUDA
         for note in applied["notes"]:
             log.warning(note)
@@ -133,37 +166,76 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             optimizer, cfg.sched, steps_per_epoch * cfg.trainer.epochs, steps_per_epoch
         )
         state = LoopState()
-
-        def save_last(state: LoopState, _val: dict[str, float]) -> None:
-            save_checkpoint(
-                run_dir / "checkpoints" / "last.pt",
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                    "loop": state.state_dict(),
-                },
-            )
-
         metrics = MetricsLog(run_dir / METRICS_FILE)
-        log.info("run dir %s  seed %d  device %s", run_dir, cfg.seed, device)
-        final = fit(
-            model,
-            optimizer,
-            scheduler,
-            train_batches,
-            val_batches,
-            state=state,
-            epochs=cfg.trainer.epochs,
-            device=device,
-            log_every=cfg.trainer.log_every,
-            metrics=metrics,
-            grad_clip=cfg.trainer.grad_clip,
-            limit_train_batches=cfg.trainer.limit_train_batches,
-            on_epoch_end=save_last,
+        saved_config = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items()}
+        saved_config.pop("resume", None)
+
+        def capture() -> dict[str, Any]:
+            return {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "loop": state.state_dict(),
+                "loader": train_batches.state_dict(),
+                "rng": capture_rng_states(),
+                "best": checkpoints.best,
+                "metrics_bytes": metrics.tell(),
+                "config": saved_config,
+            }
+
+        checkpoints = Checkpointer(
+            run_dir / "checkpoints",
+            capture,
+            steps_per_epoch=steps_per_epoch,
+            **OmegaConf.to_container(cfg.checkpoint, resolve=True),
         )
-        if state.step == 0:
-            save_last(state, {})
+        if plan is not None:
+            saved = plan.checkpoint
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(saved["scheduler"])
+            state.load_state_dict(saved["loop"])
+            train_batches.load_state_dict(saved["loader"])
+            checkpoints.best = saved["best"]
+            restore_rng_states(saved["rng"])  # last: nothing may draw between here and step 1
+            log.info("resumed from %s at epoch %d step %d", plan.path, state.epoch, state.step)
+
+        with GracefulStop() as stop:
+            send_test_signal = test_signal_hook()
+
+            def after_step(state: LoopState) -> None:
+                checkpoints.after_step(state)
+                if send_test_signal is not None:
+                    send_test_signal(state.step)
+                if stop.signum is not None:
+                    raise interrupted(stop, checkpoints.save(state), state, run_dir)
+
+            def after_epoch(state: LoopState, val: dict[str, float]) -> None:
+                checkpoints.after_epoch(state, val)
+                if stop.signum is not None:
+                    raise interrupted(stop, checkpoints.save(state), state, run_dir)
+
+            if plan is None:
+                checkpoints.save(state)  # step 0: a run killed at any point can be resumed
+            log.info("run dir %s  seed %d  device %s", run_dir, cfg.seed, device)
+            final = fit(
+                model,
+                optimizer,
+                scheduler,
+                train_batches,
+                val_batches,
+                state=state,
+                epochs=cfg.trainer.epochs,
+                device=device,
+                log_every=cfg.trainer.log_every,
+                metrics=metrics,
+                grad_clip=cfg.trainer.grad_clip,
+                limit_train_batches=cfg.trainer.limit_train_batches,
+                on_step_end=after_step,
+                on_epoch_end=after_epoch,
+            )
+            checkpoints.save(state)
         fingerprint = weights_sha256(model.state_dict())
         record.finish(
             "completed",
@@ -177,8 +249,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         return final
     except BaseException as error:
         message = error_line(error)
-        status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
-        record.finish(status, error=message)
+        interrupt = isinstance(error, (KeyboardInterrupt, TrainingInterrupted))
+        record.finish("interrupted" if interrupt else "failed", error=message.splitlines()[0])
         log.debug("traceback:\n%s", traceback.format_exc())
         if (mine := user_error(error)) is not None and mine is not error:
             raise mine from error  # e.g. a ConfigError raised inside hydra.utils.instantiate
@@ -190,12 +262,44 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             metrics.close()
 
 
+def interrupted(
+    stop: GracefulStop, checkpoint: Path, state: LoopState, run_dir: Path
+) -> TrainingInterrupted:
+    """The error that ends a run stopped by a signal: what was saved, and how to go on."""
+    where = os.path.relpath(run_dir) if not os.path.relpath(run_dir).startswith("..") else run_dir
+    return TrainingInterrupted(
+        stop.signum,
+        f"interrupted by {stop.name} after step {state.step} (epoch {state.epoch}), "
+        f"checkpoint {checkpoint}\n"
+        f"resume with: python {shlex.quote(sys.argv[0])} resume={shlex.quote(str(where))}",
+    )
+
+
+# Tests only: SEEDBED_TEST_SIGNAL_AT_STEP=SIGKILL:7 makes the run send itself SIGKILL right
+# after step 7 (and its checkpoint, if one is due), so a test can crash it at an exact step.
+TEST_SIGNAL_ENV = "SEEDBED_TEST_SIGNAL_AT_STEP"
+
+
+def test_signal_hook() -> Callable[[int], None] | None:
+    value = os.environ.get(TEST_SIGNAL_ENV)
+    if not value:
+        return None
+    name, step = value.split(":")
+
+    def send(current: int) -> None:
+        if current == int(step):
+            os.kill(os.getpid(), getattr(signal, name))
+
+    return send
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float:
     """The Hydra task: one run in Hydra's output directory. Returns the final val_loss."""
     _jobs_started.append(1)
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    return train(cfg, run_dir)["val_loss"]
+    hydra_config = HydraConfig.get()
+    run_dir = Path(hydra_config.runtime.output_dir)
+    return train(cfg, run_dir, overrides=list(hydra_config.overrides.task))["val_loss"]
 
 
 def _one_line(text: str) -> str:
@@ -223,7 +327,7 @@ def user_error(error: BaseException) -> SeedbedError | None:
 def error_line(error: BaseException) -> str:
     """One line for the user: our own messages as they are, config errors with their key."""
     if isinstance(error, KeyboardInterrupt):
-        return "interrupted"
+        return f"interrupted ({error})" if isinstance(error, ImmediateStop) else "interrupted"
     if (mine := user_error(error)) is not None:
         return str(mine)
     cause = error.__cause__ if isinstance(error, HydraException) else None
@@ -250,6 +354,8 @@ def _record_composition_failure(error: BaseException) -> Path | None:
         (Path(a.split("=", 1)[1]) for a in args if a.startswith("hydra.run.dir=")),
         Path("outputs") / "train" / run_name(),
     )
+    if any(a.startswith("resume.path=") for a in args):
+        return None  # the run being resumed keeps its record; no new directory
     record = RunRecord(run_dir)
     record.start("# the config did not compose: see run.json\n", command_line())
     record.finish("failed", error=error_line(error))
@@ -257,17 +363,48 @@ def _record_composition_failure(error: BaseException) -> Path | None:
     return run_dir
 
 
+def expand_resume_shorthand(args: list[str]) -> list[str]:
+    """`resume=<path>` is short for `resume.path=<path>`, so `resume.force=true` fits beside it."""
+    return [f"resume.path={a[len('resume=') :]}" if a.startswith("resume=") else a for a in args]
+
+
+def missing_resume_path(args: list[str]) -> str | None:
+    """The message for a `resume.path` that does not exist, before Hydra makes any directory."""
+    if "-m" in args or "--multirun" in args:
+        return None
+    for arg in args:
+        if arg.startswith("resume.path="):
+            path = arg.split("=", 1)[1]
+            if path not in ("", "null") and not Path(path).exists():
+                return str(
+                    ConfigError("resume.path", path, "a run directory or a checkpoint file")
+                ) + (" (it does not exist)")
+    return None
+
+
 def cli() -> None:
-    """Run Hydra; an expected error becomes one line on stderr and exit status 2."""
+    """Run Hydra; an expected error becomes one line on stderr and exit status 2.
+
+    A run stopped by a signal prints how to resume it and exits with 128 + the signal.
+    """
+    sys.argv[1:] = expand_resume_shorthand(sys.argv[1:])
+    if (message := missing_resume_path(sys.argv[1:])) is not None:
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         main()  # the user asked for full tracebacks
         return
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's printer
     try:
         main()
+    except TrainingInterrupted as stopped:
+        print(str(stopped), file=sys.stderr)
+        sys.exit(exit_status(stopped.signum))
     except (SeedbedError, KeyboardInterrupt) as error:
         print(f"error: {error_line(error)}", file=sys.stderr)
-        sys.exit(130 if isinstance(error, KeyboardInterrupt) else EXIT_USER_ERROR)
+        if isinstance(error, KeyboardInterrupt):
+            sys.exit(exit_status(getattr(error, "signum", signal.SIGINT)))
+        sys.exit(EXIT_USER_ERROR)
     except (HydraException, OmegaConfBaseException) as error:
         if _jobs_started:
             raise  # a bug inside a job, not a bad config: keep the traceback
