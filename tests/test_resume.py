@@ -19,9 +19,10 @@ from conftest import ROOT, SMALL, compose_config, read_run, run_train
 
 from seedbed.checkpoint import TRAILER_SIZE, CheckpointError, load_checkpoint, to_cpu
 from seedbed.errors import SeedbedError
-from seedbed.interrupts import GracefulStop, ImmediateStop
+from seedbed.interrupts import TEST_SIGNAL_ENV, GracefulStop, ImmediateStop
 from seedbed.record import read_metrics
-from seedbed.train import TEST_SIGNAL_ENV, train
+from seedbed.resume import is_safe_on_resume
+from seedbed.train import train
 
 # A checkpoint every 5 steps, all kept: 13 batches an epoch, 26 steps, losses logged every 4.
 CKPT = ["checkpoint.every_steps=5", "checkpoint.keep_last=null"]
@@ -269,3 +270,30 @@ def test_state_capture_synchronises_cuda_once(monkeypatch):
         torch.cuda.set_sync_debug_mode("default")
     assert len(calls) == 1
     assert torch.equal(state["model"]["weight"], model.weight.detach().cpu())
+
+
+def test_resuming_an_earlier_checkpoint_moves_later_ones_aside_and_ends_identical(
+    finished, reference
+):
+    earlier = finished / "checkpoints" / "step_000010.pt"
+    record = train_in_process(finished, f"resume={earlier}")
+    discarded = sorted(p.name for p in (finished / "checkpoints" / "discarded").iterdir())
+    assert discarded == [
+        "step_000013.pt",
+        "step_000015.pt",
+        "step_000020.pt",
+        "step_000025.pt",
+        "step_000026.pt",
+    ]
+    assert record["resumes"][-1]["discarded_checkpoints"] == discarded[::-1]
+    assert_same_run(reference, finished)
+
+
+def test_only_keys_that_cannot_change_the_numbers_are_safe_on_resume():
+    plain, cosine = compose_config(), compose_config("sched=cosine")
+    assert is_safe_on_resume("trainer.epochs", plain)
+    assert not is_safe_on_resume("trainer.epochs", cosine)  # T_max spans the whole run
+    assert is_safe_on_resume("checkpoint.every_steps", plain)
+    assert is_safe_on_resume("loader.num_workers", plain)
+    for key in ("optim.lr", "loader.batch_size", "seed", "model.dropout", "trainer.threads"):
+        assert not is_safe_on_resume(key, plain), key

@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import signal
+import sys
 import threading
+from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -73,6 +77,17 @@ class GracefulStop:
     def name(self) -> str:
         return signal.Signals(self.signum).name if self.signum is not None else ""
 
+    def error(self, checkpoint: Path, step: int, epoch: int, run_dir: Path) -> TrainingInterrupted:
+        """The error that ends the stopped run: what was saved, and the command that goes on."""
+        relative = os.path.relpath(run_dir)
+        where = run_dir if relative.startswith("..") else relative
+        return TrainingInterrupted(
+            self.signum,
+            f"interrupted by {self.name} after step {step} (epoch {epoch}), "
+            f"checkpoint {checkpoint}\n"
+            f"resume with: python {shlex.quote(sys.argv[0])} resume={shlex.quote(str(where))}",
+        )
+
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         if os.getpid() != self._pid:
             return  # a forked DataLoader worker: the main process decides
@@ -84,3 +99,22 @@ class GracefulStop:
             "(send it again to stop at once)",
             signal.Signals(signum).name,
         )
+
+
+# Tests only: SEEDBED_TEST_SIGNAL_AT_STEP=SIGKILL:7 makes a run send itself SIGKILL right
+# after step 7 (and its checkpoint, if one is due), so a test can crash it at an exact step.
+TEST_SIGNAL_ENV = "SEEDBED_TEST_SIGNAL_AT_STEP"
+
+
+def signal_hook_for_tests() -> Callable[[int], None] | None:
+    """`send(step)` for the run's after-step hook, or None when the variable is unset."""
+    value = os.environ.get(TEST_SIGNAL_ENV)
+    if not value:
+        return None
+    name, step = value.split(":")
+
+    def send(current: int) -> None:
+        if current == int(step):
+            os.kill(os.getpid(), getattr(signal, name))
+
+    return send

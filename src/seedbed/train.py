@@ -11,11 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import shlex
 import signal
 import sys
 import traceback
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,7 +32,13 @@ from seedbed.data import DataSplits
 from seedbed.determinism import set_determinism
 from seedbed.errors import ConfigError, SeedbedError
 from seedbed.init import init_weights
-from seedbed.interrupts import GracefulStop, ImmediateStop, TrainingInterrupted, exit_status
+from seedbed.interrupts import (
+    GracefulStop,
+    ImmediateStop,
+    TrainingInterrupted,
+    exit_status,
+    signal_hook_for_tests,
+)
 from seedbed.loader import EpochBatches, EpochBatchSampler
 from seedbed.loop import LoopState, fit
 from seedbed.optim import build_optimizer, build_scheduler
@@ -202,19 +206,19 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) ->
             log.info("resumed from %s at epoch %d step %d", plan.path, state.epoch, state.step)
 
         with GracefulStop() as stop:
-            send_test_signal = test_signal_hook()
+            send_test_signal = signal_hook_for_tests()
 
             def after_step(state: LoopState) -> None:
                 checkpoints.after_step(state)
                 if send_test_signal is not None:
                     send_test_signal(state.step)
                 if stop.signum is not None:
-                    raise interrupted(stop, checkpoints.save(state), state, run_dir)
+                    raise stop.error(checkpoints.save(state), state.step, state.epoch, run_dir)
 
             def after_epoch(state: LoopState, val: dict[str, float]) -> None:
                 checkpoints.after_epoch(state, val)
                 if stop.signum is not None:
-                    raise interrupted(stop, checkpoints.save(state), state, run_dir)
+                    raise stop.error(checkpoints.save(state), state.step, state.epoch, run_dir)
 
             if plan is None:
                 checkpoints.save(state)  # step 0: a run killed at any point can be resumed
@@ -260,37 +264,6 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) ->
     finally:
         if metrics is not None:
             metrics.close()
-
-
-def interrupted(
-    stop: GracefulStop, checkpoint: Path, state: LoopState, run_dir: Path
-) -> TrainingInterrupted:
-    """The error that ends a run stopped by a signal: what was saved, and how to go on."""
-    where = os.path.relpath(run_dir) if not os.path.relpath(run_dir).startswith("..") else run_dir
-    return TrainingInterrupted(
-        stop.signum,
-        f"interrupted by {stop.name} after step {state.step} (epoch {state.epoch}), "
-        f"checkpoint {checkpoint}\n"
-        f"resume with: python {shlex.quote(sys.argv[0])} resume={shlex.quote(str(where))}",
-    )
-
-
-# Tests only: SEEDBED_TEST_SIGNAL_AT_STEP=SIGKILL:7 makes the run send itself SIGKILL right
-# after step 7 (and its checkpoint, if one is due), so a test can crash it at an exact step.
-TEST_SIGNAL_ENV = "SEEDBED_TEST_SIGNAL_AT_STEP"
-
-
-def test_signal_hook() -> Callable[[int], None] | None:
-    value = os.environ.get(TEST_SIGNAL_ENV)
-    if not value:
-        return None
-    name, step = value.split(":")
-
-    def send(current: int) -> None:
-        if current == int(step):
-            os.kill(os.getpid(), getattr(signal, name))
-
-    return send
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
