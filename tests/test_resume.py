@@ -120,13 +120,11 @@ def test_sigterm_checkpoints_prints_the_resume_command_and_resumes_identically(t
     assert not (run_dir.parent / "outputs").exists()  # no new run directory left behind
 
 
-def test_extending_a_finished_run_equals_the_longer_run(tmp_path):
+def test_extending_a_finished_run_equals_the_longer_run(tmp_path, finished):
     longer = tmp_path / "longer"
     train_in_process(longer, *SMALL, *CKPT, "trainer.epochs=3")
-    run_dir = tmp_path / "run"
-    train_in_process(run_dir, *SMALL, *CKPT)
-    record = train_in_process(run_dir, f"resume={run_dir}", "trainer.epochs=3")
-    assert_same_run(longer, run_dir)
+    record = train_in_process(finished, f"resume={finished}", "trainer.epochs=3")
+    assert_same_run(longer, finished)
     assert record["resumes"][-1]["changes"] == {"trainer.epochs": [2, 3]}
     assert record["resumes"][-1]["forced"] is False
 
@@ -297,3 +295,15 @@ def test_only_keys_that_cannot_change_the_numbers_are_safe_on_resume():
     assert is_safe_on_resume("loader.num_workers", plain)
     for key in ("optim.lr", "loader.batch_size", "seed", "model.dropout", "trainer.threads"):
         assert not is_safe_on_resume(key, plain), key
+
+
+@pytest.mark.slow
+def test_resume_of_a_missing_path_fails_in_one_line_and_creates_nothing(tmp_path):
+    command = [sys.executable, str(ROOT / "train.py"), "resume=outputs/train/nope"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: resume.path='outputs/train/nope' is not allowed: "
+        "a run directory or a checkpoint file (it does not exist)"
+    )
+    assert list(tmp_path.iterdir()) == []

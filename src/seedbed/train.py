@@ -171,8 +171,8 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) ->
         )
         state = LoopState()
         metrics = MetricsLog(run_dir / METRICS_FILE)
-        saved_config = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items()}
-        saved_config.pop("resume", None)
+        saved_config = OmegaConf.to_container(cfg, resolve=True)
+        saved_config.pop("resume", None)  # where a run came from is not part of what it is
 
         def capture() -> dict[str, Any]:
             return {
