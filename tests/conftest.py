@@ -14,7 +14,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-from seedbed.train import CONFIG_DIR, cli
+from seedbed.cli import cli
+from seedbed.train import CONFIG_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 # Small enough for a test, large enough to have several epochs, batches and log records.

@@ -12,7 +12,17 @@ from seedbed.config import validate
 from seedbed.init import init_weights
 from seedbed.optim import build_optimizer, build_scheduler
 
-GROUPS = ["data", "model", "init", "optim", "sched", "loader", "trainer", "determinism"]
+GROUPS = [
+    "data",
+    "model",
+    "init",
+    "optim",
+    "sched",
+    "loader",
+    "trainer",
+    "determinism",
+    "checkpoint",
+]
 
 
 def options(group: str) -> list[str]:
@@ -88,6 +98,7 @@ BAD_INPUTS = [
     (["determinism=exact"], "Could not find 'determinism/exact'"),
     (["trainer.device=tpu"], "trainer.device='tpu' is not allowed: one of auto, cpu, cuda"),
     (["data=npz"], "data.path: Missing mandatory value"),
+    (["checkpoint.best_mode=lowest"], "checkpoint.best_mode='lowest' is not allowed: one of min"),
 ]
 
 

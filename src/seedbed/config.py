@@ -284,6 +284,33 @@ class LoggerConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    """When checkpoints are written to `<run dir>/checkpoints/`, and which are kept."""
+
+    every_steps: int | None = 500
+    """Write `step_<step>.pt` every this many optimizer steps; null: only at epoch ends, on an
+    interrupt and at the end of training."""
+    at_epoch_end: bool = True
+    """Also write one after each epoch's validation."""
+    keep_last: int | None = 3
+    """Keep this many of the newest step files (best.pt's is kept as well); null keeps all."""
+    best_metric: str | None = "val_loss"
+    """The validation metric that picks best.pt: val_loss or val_acc; null: no best.pt."""
+    best_mode: str = "min"
+    """min or max: whether a lower or a higher `best_metric` is better."""
+
+
+@dataclass
+class ResumeConfig:
+    """Continue a run in its own directory: `resume=<path>` is short for `resume.path=<path>`."""
+
+    path: str | None = None
+    """A run directory (its newest good checkpoint) or one checkpoint file; null: a new run."""
+    force: bool = False
+    """Resume even where the config differs in keys that change the results (recorded)."""
+
+
+@dataclass
 class TrainConfig:
     """The whole run. Group values (`data`, `model`, ...) are checked by their own schemas."""
 
@@ -300,6 +327,8 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     determinism: DeterminismConfig = field(default_factory=DeterminismConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    resume: ResumeConfig = field(default_factory=ResumeConfig)
 
 
 # Groups whose options have different fields; the others are typed in TrainConfig directly.
@@ -336,6 +365,8 @@ INIT_SCHEMES = (
 FAN_MODES = ("fan_in", "fan_out")
 DEVICES = ("auto", "cpu", "cuda")
 DETERMINISM_MODES = ("strict", "warn", "off")
+BEST_METRICS = ("val_loss", "val_acc")
+BEST_MODES = ("min", "max")
 
 
 def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -402,6 +433,15 @@ def validate(cfg: DictConfig) -> None:
     _check(perturb is None or perturb > 0, "trainer.perturb_step", perturb, "an int > 0 or null")
     threads = cfg.trainer.threads
     _check(threads is None or threads > 0, "trainer.threads", threads, "an int > 0 or null")
+
+    ckpt = cfg.checkpoint
+    every = ckpt.every_steps
+    _check(every is None or every > 0, "checkpoint.every_steps", every, "an int > 0 or null")
+    keep = ckpt.keep_last
+    _check(keep is None or keep > 0, "checkpoint.keep_last", keep, "an int > 0 or null")
+    if ckpt.best_metric is not None:
+        _check_choice("checkpoint.best_metric", ckpt.best_metric, BEST_METRICS)
+    _check_choice("checkpoint.best_mode", ckpt.best_mode, BEST_MODES)
 
     val = cfg.data.get("val_fraction", 0.0)
     _check(0.0 < val < 1.0, "data.val_fraction", val, "a number in (0, 1)")

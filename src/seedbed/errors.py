@@ -1,8 +1,16 @@
-"""Errors a user can fix: each carries a one-line message that names the key and what is allowed."""
+"""Errors a user can fix, and how any error is told in one line.
+
+A `SeedbedError` carries a one-line message that names the key, the value and
+what is allowed; `error_line` renders any error (ours, OmegaConf's, Hydra's
+multi-line ones) as one such line for the console and `run.json`.
+"""
 
 from __future__ import annotations
 
 from typing import Any
+
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
 
 
 class SeedbedError(Exception):
@@ -15,3 +23,44 @@ class ConfigError(SeedbedError):
     def __init__(self, key: str, value: Any, allowed: str) -> None:
         self.key, self.value, self.allowed = key, value, allowed
         super().__init__(f"{key}={value!r} is not allowed: {allowed}")
+
+
+def _one_line(text: str) -> str:
+    """Hydra's multi-line messages as one line: `...; Available options in 'init': a, b, c`."""
+    parts: list[str] = []
+    for line in text.split("Config search path:")[0].splitlines():
+        if not line.strip():
+            continue
+        if line.startswith("\t") and parts:
+            parts[-1] += ("" if parts[-1].endswith(":") else ",") + " " + line.strip()
+        else:
+            parts.append(line.strip())
+    return "; ".join(parts)
+
+
+def user_error(error: BaseException | None) -> SeedbedError | None:
+    """The SeedbedError behind `error` (e.g. raised inside hydra.utils.instantiate), if any."""
+    while error is not None:
+        if isinstance(error, SeedbedError):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def error_line(error: BaseException) -> str:
+    """One line for the user: our own messages as they are, config errors with their key."""
+    if isinstance(error, KeyboardInterrupt):
+        return f"interrupted ({error})" if str(error) else "interrupted"
+    if (mine := user_error(error)) is not None:
+        return str(mine)
+    cause = error.__cause__ if isinstance(error, HydraException) else None
+    if isinstance(cause, OmegaConfBaseException):
+        error = cause
+    if isinstance(error, OmegaConfBaseException):
+        message = str(error.msg if getattr(error, "msg", None) else error).splitlines()[0]
+        key = getattr(error, "full_key", None)
+        return f"{key}: {message}" if key else message
+    if isinstance(error, HydraException):
+        return _one_line(str(error))
+    first = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {first[0] if first else ''}".rstrip(": ")

@@ -74,6 +74,8 @@ class EpochBatches:
         self.direct = num_workers == 0 and not dataset.has_transform
         self.pin_memory = pin_memory
         self.loader: DataLoader | None = None
+        self.generator = generator if generator is not None else torch.Generator()
+        self.epoch_start_generator_state = self.generator.get_state()
         if not self.direct:
             # An explicit generator: otherwise each new iterator draws its worker base seed
             # from the global torch RNG and shifts dropout by whether a DataLoader is used.
@@ -84,7 +86,7 @@ class EpochBatches:
                 pin_memory=pin_memory,
                 persistent_workers=persistent_workers,
                 prefetch_factor=prefetch_factor,
-                generator=generator if generator is not None else torch.Generator(),
+                generator=self.generator,
             )
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
@@ -93,8 +95,18 @@ class EpochBatches:
     def __len__(self) -> int:
         return len(self.sampler)
 
+    def state_dict(self) -> dict[str, Tensor]:
+        # The DataLoader draws its workers' base seed from the generator as an epoch's
+        # iterator starts: a resumed epoch restarts from the state before that draw.
+        return {"generator": self.epoch_start_generator_state}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.generator.set_state(state["generator"])
+        self.epoch_start_generator_state = state["generator"]
+
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         if self.loader is not None:
+            self.epoch_start_generator_state = self.generator.get_state()
             yield from self.loader
             return
         for indices in self.sampler.batch_indices():

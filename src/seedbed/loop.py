@@ -5,7 +5,9 @@ step. The loss stays on the device until every `log_every` steps, when the
 window is copied once, checked for non-finite values and appended to
 metrics.jsonl: no per-step synchronisation, no per-step file write. After each
 epoch: validation loss and accuracy. `LoopState` holds the counters (epoch,
-step, batch within the epoch) and speaks state_dict like everything else.
+step, batch within the epoch) and the losses not yet logged, and speaks
+state_dict like everything else: a run resumed from it logs exactly the
+records the uninterrupted run logs.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 import math
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -30,17 +32,30 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class LoopState:
-    """Where training stands: the epoch in progress, steps done, batches done in this epoch."""
+    """Where training stands: the epoch in progress, steps done, batches done in this epoch,
+    the losses of the steps since the last log record, and the last logged window mean."""
 
     epoch: int = 0
     step: int = 0
     batch: int = 0
+    losses: list[Tensor] = field(default_factory=list)
+    train_loss: float = math.nan
 
-    def state_dict(self) -> dict[str, int]:
-        return asdict(self)
+    def state_dict(self) -> dict[str, Any]:
+        # The pending losses stay on their device: the checkpoint copies everything at once.
+        pending = torch.stack(self.losses) if self.losses else torch.zeros(0)
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "batch": self.batch,
+            "pending_losses": pending,
+            "train_loss": self.train_loss,
+        }
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch, self.step, self.batch = state["epoch"], state["step"], state["batch"]
+        self.losses = list(state["pending_losses"].unbind()) if "pending_losses" in state else []
+        self.train_loss = state.get("train_loss", math.nan)
 
 
 class NonFiniteLoss(SeedbedError):
@@ -82,12 +97,10 @@ def _progress(total: int, epoch: int, initial: int) -> Any:
     )
 
 
-def _flush_losses(
-    window: list[Tensor], state: LoopState, optimizer: torch.optim.Optimizer, metrics: MetricsLog
-) -> float:
+def _flush_losses(state: LoopState, optimizer: torch.optim.Optimizer, metrics: MetricsLog) -> float:
     """Copy the window's losses once, check them, append one record; return the window mean."""
-    losses = torch.stack(window).double().cpu()
-    window.clear()
+    losses = torch.stack(state.losses).double().cpu()
+    state.losses.clear()
     finite = torch.isfinite(losses)
     if not finite.all():
         first = state.step - len(losses) + 1 + int((~finite).nonzero()[0])
@@ -123,12 +136,16 @@ def fit(
     metrics: MetricsLog,
     grad_clip: float | None = None,
     limit_train_batches: int | None = None,
+    on_step_end: Callable[[LoopState], None] | None = None,
     on_epoch_end: Callable[[LoopState, dict[str, float]], None] | None = None,
 ) -> dict[str, float]:
-    """Train from `state` until `epochs` are done; return the final metrics."""
+    """Train from `state` until `epochs` are done; return the final metrics.
+
+    `on_step_end` runs after every step and `on_epoch_end` after each validation
+    (checkpoints, a requested stop); either may raise to end training there.
+    """
     batches_per_epoch = min(len(train_batches), limit_train_batches or math.inf)
-    window: list[Tensor] = []
-    train_loss = math.nan
+    state.losses = [loss.to(device) for loss in state.losses]  # restored ones come on the CPU
     val: dict[str, float] = {}
     model.train()
     while state.epoch < epochs:
@@ -146,20 +163,22 @@ def fit(
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-            window.append(loss.detach())
+            state.losses.append(loss.detach())
             state.step += 1
             state.batch += 1
             if state.step % log_every == 0:
-                train_loss = _flush_losses(window, state, optimizer, metrics)
-                log.debug("epoch %d step %d loss %.6f", state.epoch, state.step, train_loss)
+                state.train_loss = _flush_losses(state, optimizer, metrics)
+                log.debug("epoch %d step %d loss %.6f", state.epoch, state.step, state.train_loss)
                 if bar is not None:
-                    bar.set_postfix(loss=f"{train_loss:.4f}", refresh=False)
+                    bar.set_postfix(loss=f"{state.train_loss:.4f}", refresh=False)
             if bar is not None:
                 bar.update()
+            if on_step_end is not None:
+                on_step_end(state)
         if bar is not None:
             bar.close()
-        if window:
-            train_loss = _flush_losses(window, state, optimizer, metrics)
+        if state.losses:
+            state.train_loss = _flush_losses(state, optimizer, metrics)
 
         val = evaluate(model, val_batches, device)
         metrics.write({"kind": "val", "epoch": state.epoch, "step": state.step, **val})
@@ -168,7 +187,7 @@ def fit(
             state.epoch + 1,
             epochs,
             state.step,
-            train_loss,
+            state.train_loss,
             val["val_loss"],
             val["val_acc"],
         )
@@ -179,4 +198,4 @@ def fit(
 
     if not val:
         val = evaluate(model, val_batches, device)
-    return {"train_loss": train_loss, **val, "epochs": state.epoch, "steps": state.step}
+    return {"train_loss": state.train_loss, **val, "epochs": state.epoch, "steps": state.step}

@@ -97,6 +97,12 @@ class RunRecord:
             torch_threads=torch.get_num_threads(),
         )
 
+    def resume(self, config_yaml: str, command: list[str], entry: dict[str, Any]) -> None:
+        """Mark the run running again; `entry` joins the `resumes` history with its time."""
+        atomic_write(self.run_dir / CONFIG_FILE, lambda file: file.write(config_yaml.encode()))
+        history = [*self.data.get("resumes", []), {"at": now_iso(), "command": command, **entry}]
+        self.update(status="running", error=None, ended_at=None, resumes=history)
+
     def finish(self, status: str, error: str | None = None, **fields: Any) -> None:
         self.update(status=status, error=error, ended_at=now_iso(), **fields)
 
@@ -111,6 +117,10 @@ class MetricsLog:
     def write(self, record: Mapping[str, Any]) -> None:
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
+
+    def tell(self) -> int:
+        """Bytes in the file so far: a checkpoint stores it, a resume truncates back to it."""
+        return self.file.tell()
 
     def close(self) -> None:
         self.file.close()

@@ -8,7 +8,8 @@ returns the seeds actually used; the run record stores them.
 
 Randomness that depends on a counter (the shuffle of epoch e, the augmentation
 of sample i in epoch e) is drawn from a child of its stream keyed by that
-counter: see `child_seed`.
+counter: see `child_seed`. `capture_rng_states` / `restore_rng_states` save and
+restore every RNG a run draws from, for an exact resume.
 """
 
 from __future__ import annotations
@@ -70,3 +71,43 @@ def seed_everything(seed: int, pinned: Mapping[str, int | None] | None = None) -
     np.random.seed(seeds.streams["numpy"])
     torch.manual_seed(seeds.streams["torch"])  # also seeds every CUDA device, lazily
     return seeds
+
+
+def capture_rng_states(generators: Mapping[str, torch.Generator] | None = None) -> dict[str, Any]:
+    """Every global RNG state (Python, NumPy, torch CPU, each CUDA device) and `generators`'.
+
+    Only plain values and CPU tensors, so `torch.load(weights_only=True)` can read them.
+    Reading CUDA generator states does not synchronise the device.
+    """
+    numpy_state = np.random.get_state(legacy=False)
+    return {
+        "python": random.getstate(),
+        "numpy": {
+            **numpy_state,
+            "state": {**numpy_state["state"], "key": numpy_state["state"]["key"].tolist()},
+        },
+        "torch": torch.get_rng_state(),
+        # An uninitialised CUDA still holds its seeded default state: nothing to save.
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        "generators": {name: g.get_state() for name, g in (generators or {}).items()},
+    }
+
+
+def restore_rng_states(
+    states: Mapping[str, Any], generators: Mapping[str, torch.Generator] | None = None
+) -> None:
+    """Put back what `capture_rng_states` saved; `generators` are restored by name."""
+    random.setstate(states["python"])
+    numpy_state = states["numpy"]
+    key = np.asarray(numpy_state["state"]["key"], dtype=np.uint32)
+    np.random.set_state({**numpy_state, "state": {**numpy_state["state"], "key": key}})
+    torch.set_rng_state(states["torch"])
+    if states["cuda"]:
+        if len(states["cuda"]) != torch.cuda.device_count():
+            raise RuntimeError(
+                f"the checkpoint holds the RNG states of {len(states['cuda'])} CUDA devices; "
+                f"this machine has {torch.cuda.device_count()}"
+            )
+        torch.cuda.set_rng_state_all(states["cuda"])
+    for name, generator in (generators or {}).items():
+        generator.set_state(states["generators"][name])

@@ -1,18 +1,15 @@
-"""Training entry point: `python train.py seed=42`.
+"""Training: `python train.py seed=42`.
 
-`train(cfg, run_dir)` reads like the recipe it is, in the order of the work;
-`main` is the Hydra task; `cli` wraps Hydra so that every expected error
-(a bad override, an impossible value, a missing file) ends as one line on
-stderr and a non-zero exit, with the traceback kept in train.log.
+`train(cfg, run_dir)` reads like the recipe it is, in the order of the work,
+and resumes a run in its own directory when `resume.path` is set; `main` is
+the Hydra task (`seedbed.cli` wraps it for the command line).
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import os
 import secrets
-import sys
 import time
 import traceback
 from datetime import datetime
@@ -22,18 +19,18 @@ from typing import Any
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import HydraException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from seedbed.checkpoint import save_checkpoint
+from seedbed.checkpoint import Checkpointer
 from seedbed.config import register_configs, validate
 from seedbed.data import DataSplits
 from seedbed.determinism import set_determinism
-from seedbed.environment import ENVIRONMENT_FILE, write_environment
-from seedbed.errors import ConfigError, SeedbedError
+from seedbed.environment import ENVIRONMENT_FILE, read_environment, write_environment
+from seedbed.errors import ConfigError, SeedbedError, error_line, user_error
 from seedbed.init import init_weights
+from seedbed.interrupts import GracefulStop, TrainingInterrupted, signal_hook_for_tests
 from seedbed.loader import EpochBatches, EpochBatchSampler
 from seedbed.loggers import AllLoggers, build_loggers, check_logger_packages
 from seedbed.loop import LoopState, fit
@@ -47,14 +44,15 @@ from seedbed.record import (
     read_metrics,
     weights_sha256,
 )
-from seedbed.seeding import seed_everything
+from seedbed.resume import plan_resume, rewind_run_dir, run_dir_of
+from seedbed.seeding import capture_rng_states, restore_rng_states, seed_everything
 
 log = logging.getLogger("seedbed")
 
 # Filled by each Hydra job as it starts: an error raised before any did is a composition error.
-_jobs_started: list[int] = []
+jobs_started: list[int] = []
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
-EXIT_USER_ERROR = 2
+# What `trainer.perturb_step` adds to one weight: a change verify and compare must catch.
 PERTURBATION = 1e-3
 
 
@@ -63,7 +61,21 @@ def run_name() -> str:
     return f"{datetime.now():%Y-%m-%d_%H-%M-%S}_{secrets.token_hex(3)}"
 
 
+def resumed_run_dir(resume_path: str | None, new_run_dir: str) -> str:
+    """Hydra's run dir: the resumed run's own directory, else a new one."""
+    return str(run_dir_of(resume_path)) if resume_path else new_run_dir
+
+
+def hydra_output_subdir(resume_path: str | None) -> str:
+    """Where Hydra keeps its record: a resume adds its own beside the original `.hydra/`."""
+    return f".hydra/resume_{run_name()}" if resume_path else ".hydra"
+
+
 OmegaConf.register_new_resolver("run_name", run_name, use_cache=True, replace=True)
+OmegaConf.register_new_resolver("resumed_run_dir", resumed_run_dir, use_cache=True, replace=True)
+OmegaConf.register_new_resolver(
+    "hydra_output_subdir", hydra_output_subdir, use_cache=True, replace=True
+)
 register_configs()
 
 
@@ -120,14 +132,28 @@ def perturb_after_step(optimizer: Any, model: torch.nn.Module, step: int | None)
     optimizer.register_step_post_hook(hook)
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Train as `cfg` says, recording everything in `run_dir`; return the final metrics."""
+def train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Train as `cfg` says, recording everything in `run_dir`; return the final metrics.
+
+    With `resume.path` set, continue the run in `run_dir` from its checkpoint, with the
+    saved config plus this command's `overrides` (None: `cfg` is the whole config).
+    """
+    plan = None
+    if cfg.resume.path is not None:
+        # Checked before run.json is touched: a refused resume leaves the run as it was.
+        plan = plan_resume(cfg, run_dir, overrides, validate)
+        cfg = plan.config
     record = RunRecord(run_dir)
-    record.start(OmegaConf.to_yaml(cfg, resolve=True), command_line())
+    if plan is None:
+        record.start(OmegaConf.to_yaml(cfg, resolve=True), command_line())
     metrics: AllLoggers | None = None
     try:
         validate(cfg)
         check_logger_packages(cfg.logger)
+        if plan is not None:
+            rewound = rewind_run_dir(run_dir, plan.path, plan.checkpoint)
+            config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+            record.resume(config_yaml, command_line(), plan.record(run_dir, rewound))
         applied = set_determinism(cfg.determinism.mode)  # before anything touches CUDA
         for note in applied["notes"]:
             log.warning(note)
@@ -141,8 +167,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             device=str(device),
             torch_threads=torch.get_num_threads(),
         )
-        environment = write_environment(run_dir)  # after threads and determinism are set
-        record.update(environment=ENVIRONMENT_FILE)
+        # After threads and determinism are set. A resumed run keeps the record of where it
+        # started; its resume entry in run.json notes the new start.
+        if plan is None:
+            environment = write_environment(run_dir)
+            record.update(environment=ENVIRONMENT_FILE)
+        else:
+            environment = read_environment(run_dir)
 
         data: DataSplits = instantiate(cfg.data)
         model = instantiate(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes)
@@ -157,45 +188,82 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             optimizer, cfg.sched, steps_per_epoch * cfg.trainer.epochs, steps_per_epoch
         )
         state = LoopState()
+        jsonl = MetricsLog(run_dir / METRICS_FILE)
+        metrics = AllLoggers(
+            [jsonl, *build_loggers(cfg, run_dir, seeds.as_record(), environment.get("git", {}))]
+        )
+        saved_config = OmegaConf.to_container(cfg, resolve=True)
+        saved_config.pop("resume", None)  # where a run came from is not part of what it is
 
-        def save_last(state: LoopState, _val: dict[str, float]) -> None:
-            save_checkpoint(
-                run_dir / "checkpoints" / "last.pt",
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                    "loop": state.state_dict(),
-                },
-            )
+        def capture() -> dict[str, Any]:
+            return {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "loop": state.state_dict(),
+                "loader": train_batches.state_dict(),
+                "rng": capture_rng_states(),
+                "best": checkpoints.best,
+                "metrics_bytes": jsonl.tell(),
+                "config": saved_config,
+            }
+
+        checkpoints = Checkpointer(
+            run_dir / "checkpoints",
+            capture,
+            steps_per_epoch=steps_per_epoch,
+            **OmegaConf.to_container(cfg.checkpoint, resolve=True),
+        )
+        if plan is not None:
+            saved = plan.checkpoint
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(saved["scheduler"])
+            state.load_state_dict(saved["loop"])
+            train_batches.load_state_dict(saved["loader"])
+            checkpoints.best = saved["best"]
+            restore_rng_states(saved["rng"])  # last: nothing may draw between here and step 1
+            log.info("resumed from %s at epoch %d step %d", plan.path, state.epoch, state.step)
 
         perturb_after_step(optimizer, model, cfg.trainer.perturb_step)
-        metrics = AllLoggers(
-            [
-                MetricsLog(run_dir / METRICS_FILE),
-                *build_loggers(cfg, run_dir, seeds.as_record(), environment["git"]),
-            ]
-        )
-        log.info("run dir %s  seed %d  device %s", run_dir, cfg.seed, device)
-        fit_started = time.perf_counter()
-        final = fit(
-            model,
-            optimizer,
-            scheduler,
-            train_batches,
-            val_batches,
-            state=state,
-            epochs=cfg.trainer.epochs,
-            device=device,
-            log_every=cfg.trainer.log_every,
-            metrics=metrics,
-            grad_clip=cfg.trainer.grad_clip,
-            limit_train_batches=cfg.trainer.limit_train_batches,
-            on_epoch_end=save_last,
-        )
-        fit_seconds = time.perf_counter() - fit_started  # evaluate() synchronised the device
-        if state.step == 0:
-            save_last(state, {})
+        with GracefulStop() as stop:
+            send_test_signal = signal_hook_for_tests()
+
+            def after_step(state: LoopState) -> None:
+                checkpoints.after_step(state)
+                if send_test_signal is not None:
+                    send_test_signal(state.step)
+                if stop.signum is not None:
+                    raise stop.error(checkpoints.save(state), state.step, state.epoch, run_dir)
+
+            def after_epoch(state: LoopState, val: dict[str, float]) -> None:
+                checkpoints.after_epoch(state, val)
+                if stop.signum is not None:
+                    raise stop.error(checkpoints.save(state), state.step, state.epoch, run_dir)
+
+            if plan is None:
+                checkpoints.save(state)  # step 0: a run killed at any point can be resumed
+            log.info("run dir %s  seed %d  device %s", run_dir, cfg.seed, device)
+            fit_started = time.perf_counter()
+            final = fit(
+                model,
+                optimizer,
+                scheduler,
+                train_batches,
+                val_batches,
+                state=state,
+                epochs=cfg.trainer.epochs,
+                device=device,
+                log_every=cfg.trainer.log_every,
+                metrics=metrics,
+                grad_clip=cfg.trainer.grad_clip,
+                limit_train_batches=cfg.trainer.limit_train_batches,
+                on_step_end=after_step,
+                on_epoch_end=after_epoch,
+            )
+            fit_seconds = time.perf_counter() - fit_started  # evaluate() synchronised the device
+            checkpoints.save(state)
         fingerprint = weights_sha256(model.state_dict())
         record.finish(
             "completed",
@@ -210,8 +278,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         return final
     except BaseException as error:
         message = error_line(error)
-        status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
-        record.finish(status, error=message)
+        interrupt = isinstance(error, (KeyboardInterrupt, TrainingInterrupted))
+        record.finish("interrupted" if interrupt else "failed", error=message.splitlines()[0])
         log.debug("traceback:\n%s", traceback.format_exc())
         if (mine := user_error(error)) is not None and mine is not error:
             raise mine from error  # e.g. a ConfigError raised inside hydra.utils.instantiate
@@ -226,93 +294,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float:
     """The Hydra task: one run in Hydra's output directory. Returns the final val_loss."""
-    _jobs_started.append(1)
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    return train(cfg, run_dir)["val_loss"]
-
-
-def _one_line(text: str) -> str:
-    """Hydra's multi-line messages as one line: `...; Available options in 'init': a, b, c`."""
-    parts: list[str] = []
-    for line in text.split("Config search path:")[0].splitlines():
-        if not line.strip():
-            continue
-        if line.startswith("\t") and parts:
-            parts[-1] += ("" if parts[-1].endswith(":") else ",") + " " + line.strip()
-        else:
-            parts.append(line.strip())
-    return "; ".join(parts)
-
-
-def user_error(error: BaseException) -> SeedbedError | None:
-    """The SeedbedError behind `error` (e.g. raised inside hydra.utils.instantiate), if any."""
-    while error is not None:
-        if isinstance(error, SeedbedError):
-            return error
-        error = error.__cause__ or error.__context__
-    return None
-
-
-def error_line(error: BaseException) -> str:
-    """One line for the user: our own messages as they are, config errors with their key."""
-    if isinstance(error, KeyboardInterrupt):
-        return "interrupted"
-    if (mine := user_error(error)) is not None:
-        return str(mine)
-    cause = error.__cause__ if isinstance(error, HydraException) else None
-    if isinstance(cause, OmegaConfBaseException):
-        error = cause
-    if isinstance(error, OmegaConfBaseException):
-        message = str(error.msg if getattr(error, "msg", None) else error).splitlines()[0]
-        key = getattr(error, "full_key", None)
-        return f"{key}: {message}" if key else message
-    if isinstance(error, HydraException):
-        return _one_line(str(error))
-    first = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {first[0] if first else ''}".rstrip(": ")
-
-
-def _record_composition_failure(error: BaseException) -> Path | None:
-    """A config that does not compose still gets a run directory saying why (single runs only)."""
-    args = sys.argv[1:]
-    if any(
-        a in ("-m", "--multirun") or a.startswith(("--cfg", "-c", "--help", "-h")) for a in args
-    ):
-        return None
-    run_dir = next(
-        (Path(a.split("=", 1)[1]) for a in args if a.startswith("hydra.run.dir=")),
-        Path("outputs") / "train" / run_name(),
-    )
-    record = RunRecord(run_dir)
-    record.start("# the config did not compose: see run.json\n", command_line())
-    record.finish("failed", error=error_line(error))
-    (run_dir / "train.log").write_text("".join(traceback.format_exception(error)))
-    return run_dir
-
-
-def cli() -> None:
-    """Run Hydra; an expected error becomes one line on stderr and exit status 2."""
-    asked = os.environ.get("HYDRA_FULL_ERROR")
-    if asked == "1":
-        main()  # the user asked for full tracebacks
-        return
-    os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's printer
-    _jobs_started.clear()
-    try:
-        main()
-    except (SeedbedError, KeyboardInterrupt) as error:
-        print(f"error: {error_line(error)}", file=sys.stderr)
-        sys.exit(130 if isinstance(error, KeyboardInterrupt) else EXIT_USER_ERROR)
-    except (HydraException, OmegaConfBaseException) as error:
-        if _jobs_started:
-            raise  # a bug inside a job, not a bad config: keep the traceback
-        # Composition failed (unknown key, wrong type, unknown option): no job ever ran.
-        run_dir = _record_composition_failure(error)
-        where = f" (recorded in {run_dir / 'run.json'})" if run_dir else ""
-        print(f"error: {error_line(error)}{where}", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
-    finally:
-        if asked is None:
-            os.environ.pop("HYDRA_FULL_ERROR", None)
-        else:
-            os.environ["HYDRA_FULL_ERROR"] = asked
+    jobs_started.append(1)
+    hydra_config = HydraConfig.get()
+    run_dir = Path(hydra_config.runtime.output_dir)
+    return train(cfg, run_dir, overrides=list(hydra_config.overrides.task))["val_loss"]

@@ -1,0 +1,101 @@
+"""The command line around the Hydra task: `python train.py ...` ends in one line, not a trace.
+
+`cli` runs Hydra with HYDRA_FULL_ERROR set so that errors reach it, then turns
+every expected one (a bad override, an impossible value, a missing file) into
+one line on stderr and exit status 2, with the traceback kept in train.log. A
+config that does not even compose still gets a run directory saying why. A run
+stopped by a signal prints how to resume it and exits with 128 + the signal.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import traceback
+from pathlib import Path
+
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+from seedbed.errors import ConfigError, SeedbedError, error_line
+from seedbed.interrupts import TrainingInterrupted, exit_status
+from seedbed.record import RunRecord, command_line
+from seedbed.train import jobs_started, main, run_name
+
+EXIT_USER_ERROR = 2
+
+
+def _record_composition_failure(error: BaseException) -> Path | None:
+    """A config that does not compose still gets a run directory saying why (single runs only)."""
+    args = sys.argv[1:]
+    if any(
+        a in ("-m", "--multirun") or a.startswith(("--cfg", "-c", "--help", "-h")) for a in args
+    ):
+        return None
+    if any(a.startswith("resume.path=") for a in args):
+        return None  # the run being resumed keeps its record; no new directory
+    run_dir = next(
+        (Path(a.split("=", 1)[1]) for a in args if a.startswith("hydra.run.dir=")),
+        Path("outputs") / "train" / run_name(),
+    )
+    record = RunRecord(run_dir)
+    record.start("# the config did not compose: see run.json\n", command_line())
+    record.finish("failed", error=error_line(error))
+    (run_dir / "train.log").write_text("".join(traceback.format_exception(error)))
+    return run_dir
+
+
+def expand_resume_shorthand(args: list[str]) -> list[str]:
+    """`resume=<path>` is short for `resume.path=<path>`, so `resume.force=true` fits beside it."""
+    return [f"resume.path={a[len('resume=') :]}" if a.startswith("resume=") else a for a in args]
+
+
+def missing_resume_path(args: list[str]) -> str | None:
+    """The message for a `resume.path` that does not exist, before Hydra makes any directory."""
+    if "-m" in args or "--multirun" in args:
+        return None
+    for arg in args:
+        if arg.startswith("resume.path="):
+            path = arg.split("=", 1)[1]
+            if path not in ("", "null") and not Path(path).exists():
+                error = ConfigError("resume.path", path, "a run directory or a checkpoint file")
+                return f"{error} (it does not exist)"
+    return None
+
+
+def cli() -> None:
+    """Run Hydra; an expected error becomes one line on stderr and exit status 2."""
+    sys.argv[1:] = expand_resume_shorthand(sys.argv[1:])
+    if (message := missing_resume_path(sys.argv[1:])) is not None:
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    asked = os.environ.get("HYDRA_FULL_ERROR")
+    if asked == "1":
+        main()  # the user asked for full tracebacks
+        return
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's printer
+    jobs_started.clear()
+    try:
+        main()
+    except TrainingInterrupted as stopped:
+        print(str(stopped), file=sys.stderr)
+        sys.exit(exit_status(stopped.signum))
+    except (SeedbedError, KeyboardInterrupt) as error:
+        print(f"error: {error_line(error)}", file=sys.stderr)
+        if isinstance(error, KeyboardInterrupt):
+            sys.exit(exit_status(getattr(error, "signum", signal.SIGINT)))
+        sys.exit(EXIT_USER_ERROR)
+    except (HydraException, OmegaConfBaseException) as error:
+        if jobs_started:
+            raise  # a bug inside a job, not a bad config: keep the traceback
+        # Composition failed (unknown key, wrong type, unknown option): no job ever ran.
+        run_dir = _record_composition_failure(error)
+        where = f" (recorded in {run_dir / 'run.json'})" if run_dir else ""
+        print(f"error: {error_line(error)}{where}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    finally:
+        if asked is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = asked

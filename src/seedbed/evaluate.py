@@ -1,0 +1,104 @@
+"""Evaluate a checkpoint: `python eval.py ckpt=outputs/train/<run>/checkpoints/best.pt`.
+
+The model is rebuilt from the run's own resolved config (saved in the
+checkpoint), its weights loaded, and a split evaluated in eval mode. The result
+goes to `eval.json` in the run directory (or `out=`). Evaluation draws no random
+numbers and the file holds no time, so the same checkpoint gives the same file,
+byte for byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from seedbed.checkpoint import atomic_write, load_checkpoint
+from seedbed.cli import EXIT_USER_ERROR
+from seedbed.data import ArrayDataset
+from seedbed.determinism import set_determinism
+from seedbed.errors import ConfigError, SeedbedError
+from seedbed.loader import EpochBatches, EpochBatchSampler
+from seedbed.loop import evaluate
+from seedbed.record import weights_sha256
+from seedbed.resume import run_dir_of
+from seedbed.train import resolve_device
+
+SPLITS = ("val", "train")
+USAGE = "usage: python eval.py ckpt=<checkpoint.pt> [split=val|train] [out=<file>] [device=<d>]"
+
+
+def evaluate_checkpoint(path: str | Path, split: str = "val", device: str | None = None) -> dict:
+    """The checkpoint's loss and accuracy on `split`, with what identifies them."""
+    if split not in SPLITS:
+        raise ConfigError("split", split, f"one of {', '.join(SPLITS)}")
+    path = Path(path)
+    checkpoint = load_checkpoint(path)
+    cfg = OmegaConf.create(checkpoint["config"])
+    set_determinism(cfg.determinism.mode)
+    target = resolve_device(device or cfg.trainer.device)
+    data = instantiate(cfg.data)
+    model = instantiate(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes)
+    model.load_state_dict(checkpoint["model"])
+    model.to(target)
+    # The training split is evaluated as it is stored: without augmentation.
+    dataset = data.val if split == "val" else ArrayDataset(data.train.x, data.train.y)
+    sampler = EpochBatchSampler(len(dataset), cfg.loader.batch_size, seed=0, shuffle=False)
+    result = evaluate(model, EpochBatches(dataset, sampler), target)
+    return {
+        "checkpoint": str(path),
+        "checkpoint_file": path.resolve().name,
+        "checkpoint_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "weights_sha256": weights_sha256(checkpoint["model"]),
+        "epoch": checkpoint["loop"]["epoch"],
+        "step": checkpoint["loop"]["step"],
+        "split": split,
+        "device": str(target),
+        "metrics": {"loss": result["val_loss"], "acc": result["val_acc"]},
+    }
+
+
+def parse_args(args: list[str]) -> dict[str, str]:
+    """`key=value` pairs (and `--out <file>`); unknown keys are refused."""
+    options: dict[str, str] = {}
+    args = list(args)
+    while args:
+        arg = args.pop(0).removeprefix("--")
+        key, sep, value = arg.partition("=")
+        if not sep and key == "out" and args:
+            value = args.pop(0)
+        elif not sep:
+            raise SeedbedError(f"{arg!r} is not key=value; {USAGE}")
+        if key not in ("ckpt", "split", "out", "device"):
+            raise ConfigError(key, value, f"one of ckpt, split, out, device; {USAGE}")
+        options[key] = value
+    if "ckpt" not in options:
+        raise SeedbedError(f"ckpt is missing; {USAGE}")
+    return options
+
+
+def write_eval(result: dict[str, Any], out: Path) -> None:
+    text = json.dumps(result, indent=2, sort_keys=True) + "\n"
+    atomic_write(out, lambda file: file.write(text.encode()))
+
+
+def cli() -> None:
+    """`python eval.py ckpt=...`: print the metrics, write eval.json; errors in one line."""
+    try:
+        options = parse_args(sys.argv[1:])
+        result = evaluate_checkpoint(
+            options["ckpt"], options.get("split", "val"), options.get("device")
+        )
+        out = Path(options.get("out") or run_dir_of(options["ckpt"]) / "eval.json")
+        write_eval(result, out)
+    except SeedbedError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    metrics = "  ".join(f"{k} {v:.6g}" for k, v in result["metrics"].items())
+    print(f"{result['split']} {metrics}  (step {result['step']})")
+    print(f"wrote {out}")
