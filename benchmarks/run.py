@@ -13,6 +13,7 @@ numbers to read, on your machine, not tests.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -36,6 +37,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from workloads import (  # noqa: E402  (after the path set-up above)
     bare_startup_script,
     dataloader_loop,
+    fit_seconds,
     hand_written_loop,
     lightning_loop,
     seedbed_loop,
@@ -163,6 +165,30 @@ def bench_determinism(repeats: int) -> Result:
     )
 
 
+def bench_checkpoint(repeats: int) -> Result:
+    """Training-loop time of the default run: checkpoints at the default cadence vs none."""
+    none = [
+        "checkpoint.every_steps=null",
+        "checkpoint.at_epoch_end=false",
+        "checkpoint.best_metric=null",
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = itertools.count()
+        variants = {
+            "no checkpoints": lambda: fit_seconds(Path(tmp) / f"run{next(runs)}", none),
+            "default cadence": lambda: fit_seconds(Path(tmp) / f"run{next(runs)}", []),
+        }
+        samples = interleaved(variants, repeats)
+    return Result(
+        name="checkpoint",
+        unit="s",
+        reference="no checkpoints",
+        samples=samples,
+        note="`fit_seconds` of `python train.py` (default config, in-process); the default "
+        "cadence saves every 500 steps, after each epoch and best.pt",
+    )
+
+
 def bench_peer(repeats: int) -> Result | None:
     """seedbed vs Lightning's Trainer(deterministic=True): same model, data and steps."""
     try:
@@ -189,6 +215,7 @@ BENCHMARKS: dict[str, Callable[[int], Result | None]] = {
     "loop-cnn": lambda r: bench_loop(r, "cnn"),
     "startup": bench_startup,
     "determinism": bench_determinism,
+    "checkpoint": bench_checkpoint,
     "peer": bench_peer,
 }
 

@@ -9,6 +9,7 @@ its training loop alone (set-up excluded).
 from __future__ import annotations
 
 import copy
+import json
 import tempfile
 import time
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from seedbed.loop import LoopState, fit
 from seedbed.optim import build_optimizer
 from seedbed.record import MetricsLog
 from seedbed.seeding import seed_everything
-from seedbed.train import CONFIG_DIR, build_batches
+from seedbed.train import CONFIG_DIR, build_batches, train
 
 
 @dataclass
@@ -65,6 +66,14 @@ def _validate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: in
         )
     model.train()
     return float(total) / len(y)
+
+
+def fit_seconds(run_dir: Path, overrides: list[str]) -> float:
+    """A whole `train()` run in this process; the time its training loop took (run.json)."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    train(cfg, run_dir)
+    return json.loads((run_dir / "run.json").read_text())["fit_seconds"]
 
 
 def seedbed_loop(work: Work, determinism: str | None = None) -> float:

@@ -134,6 +134,8 @@ def to_cpu(state: Any) -> Any:
         if isinstance(value, Mapping):
             return {key: copy(item) for key, item in value.items()}
         if isinstance(value, (list, tuple)):
+            if all(isinstance(item, (int, float)) for item in value):
+                return value  # e.g. an RNG state's 625 ints: nothing to move, nothing to walk
             return type(value)(copy(item) for item in value)
         return value
 
