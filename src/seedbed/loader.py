@@ -69,6 +69,7 @@ class EpochBatches:
         persistent_workers: bool = False,
         prefetch_factor: int | None = None,
         generator: torch.Generator | None = None,
+        multiprocessing_context: str | None = None,
     ) -> None:
         self.dataset, self.sampler = dataset, sampler
         self.direct = num_workers == 0 and not dataset.has_transform
@@ -85,6 +86,7 @@ class EpochBatches:
                 persistent_workers=persistent_workers,
                 prefetch_factor=prefetch_factor,
                 generator=generator if generator is not None else torch.Generator(),
+                multiprocessing_context=multiprocessing_context if num_workers > 0 else None,
             )
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:

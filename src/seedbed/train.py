@@ -31,6 +31,7 @@ from seedbed.data import DataSplits
 from seedbed.determinism import set_determinism
 from seedbed.errors import ConfigError, SeedbedError
 from seedbed.init import init_weights
+from seedbed.launchers import dataloader_context, job_threads, parallel_jobs
 from seedbed.loader import EpochBatches, EpochBatchSampler
 from seedbed.loop import LoopState, fit
 from seedbed.optim import build_optimizer, build_scheduler
@@ -80,6 +81,7 @@ def build_batches(
         "pin_memory": loader.pin_memory,
         "persistent_workers": loader.persistent_workers,
         "prefetch_factor": loader.prefetch_factor,
+        "multiprocessing_context": dataloader_context(),
     }
     train_sampler = EpochBatchSampler(
         len(data.train),
@@ -109,8 +111,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         applied = set_determinism(cfg.determinism.mode)  # before anything touches CUDA
         for note in applied["notes"]:
             log.warning(note)
-        if cfg.trainer.threads is not None:
-            torch.set_num_threads(cfg.trainer.threads)
+        threads = job_threads(cfg.trainer.threads)  # a fair share of the cores in a parallel sweep
+        if threads is not None:
+            torch.set_num_threads(threads)
         seeds = seed_everything(cfg.seed, cfg.seeds)
         device = resolve_device(cfg.trainer.device)
         record.update(
@@ -118,6 +121,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             determinism=applied,
             device=str(device),
             torch_threads=torch.get_num_threads(),
+            parallel_jobs=parallel_jobs(),
         )
 
         data: DataSplits = instantiate(cfg.data)
