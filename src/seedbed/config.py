@@ -235,6 +235,9 @@ class TrainerConfig:
     """Stop each epoch after this many batches (debugging); null means the whole epoch."""
     threads: int | None = None
     """torch intra-op threads; null keeps PyTorch's default. Recorded either way."""
+    distributed: bool = False
+    """Data-parallel training (DDP): one process per rank, started by torchrun or as the tasks
+    of a submitit job; gloo on the CPU, nccl on CUDA. Only rank 0 writes the run directory."""
 
 
 @dataclass

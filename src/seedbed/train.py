@@ -8,27 +8,40 @@ stderr and a non-zero exit, with the traceback kept in train.log.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import secrets
+import shutil
 import sys
+import tempfile
 import traceback
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import hydra
 import torch
+import torch.distributed as dist
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+from torch.nn.parallel import DistributedDataParallel
 
 from seedbed.checkpoint import save_checkpoint
 from seedbed.config import register_configs, validate
 from seedbed.data import DataSplits
 from seedbed.determinism import set_determinism
+from seedbed.distributed import (
+    RankInfo,
+    init_distributed,
+    launched_rank,
+    rank_device,
+    teardown_distributed,
+)
 from seedbed.errors import ConfigError, SeedbedError
 from seedbed.init import init_weights
 from seedbed.launchers import dataloader_context, job_threads, parallel_jobs
@@ -72,9 +85,10 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_batches(
-    data: DataSplits, cfg: DictConfig, seeds: Any
+    data: DataSplits, cfg: DictConfig, seeds: Any, ranks: RankInfo
 ) -> tuple[EpochBatches, EpochBatches]:
-    """Training batches (shuffled per epoch from the data stream) and validation batches."""
+    """Training batches (shuffled per epoch from the data stream, this rank's shard of them)
+    and validation batches (all of them, on every rank)."""
     loader = cfg.loader
     workers = {
         "num_workers": loader.num_workers,
@@ -89,6 +103,8 @@ def build_batches(
         seed=seeds.streams["data"],
         shuffle=loader.shuffle,
         drop_last=loader.drop_last,
+        rank=ranks.rank,
+        world_size=ranks.world_size,
     )
     train = EpochBatches(
         data.train.with_augment_seed(seeds.streams["augment"]),
@@ -114,8 +130,12 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         threads = job_threads(cfg.trainer.threads)  # a fair share of the cores in a parallel sweep
         if threads is not None:
             torch.set_num_threads(threads)
-        seeds = seed_everything(cfg.seed, cfg.seeds)
         device = resolve_device(cfg.trainer.device)
+        ranks = init_distributed(device) if cfg.trainer.distributed else RankInfo()
+        device = rank_device(device, ranks)
+        seeds = seed_everything(
+            cfg.seed, cfg.seeds, ranks.rank if cfg.trainer.distributed else None
+        )
         record.update(
             seeds=seeds.as_record(),
             determinism=applied,
@@ -123,12 +143,26 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             torch_threads=torch.get_num_threads(),
             parallel_jobs=parallel_jobs(),
         )
+        if cfg.trainer.distributed:
+            record.update(distributed={**asdict(ranks), "backend": dist.get_backend()})
 
         data: DataSplits = instantiate(cfg.data)
         model = instantiate(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes)
         init_weights(model, cfg.init.scheme, seeds.generator("init"), mode=cfg.init.mode)
         model.to(device)
-        train_batches, val_batches = build_batches(data, cfg, seeds)
+        trained = model  # what the loop calls; `model` stays the plain module for state_dicts
+        if cfg.trainer.distributed:
+            trained = DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        train_batches, val_batches = build_batches(data, cfg, seeds, ranks)
+        if ranks.world_size > 1:
+            record.update(
+                shard={
+                    "samples": train_batches.sampler.shard_size,
+                    "padded": train_batches.sampler.padded,
+                }
+            )
         optimizer = build_optimizer(model.parameters(), cfg.optim)
         steps_per_epoch = min(
             len(train_batches), cfg.trainer.limit_train_batches or len(train_batches)
@@ -139,6 +173,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         state = LoopState()
 
         def save_last(state: LoopState, _val: dict[str, float]) -> None:
+            if not ranks.is_main:
+                return  # the ranks hold the same weights: rank 0 writes them
             save_checkpoint(
                 run_dir / "checkpoints" / "last.pt",
                 {
@@ -152,7 +188,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         metrics = MetricsLog(run_dir / METRICS_FILE)
         log.info("run dir %s  seed %d  device %s", run_dir, cfg.seed, device)
         final = fit(
-            model,
+            trained,
             optimizer,
             scheduler,
             train_batches,
@@ -192,6 +228,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     finally:
         if metrics is not None:
             metrics.close()
+        teardown_distributed()
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
@@ -199,6 +236,11 @@ def main(cfg: DictConfig) -> float:
     """The Hydra task: one run in Hydra's output directory. Returns the final val_loss."""
     _jobs_started.append(1)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if cfg.trainer.distributed and launched_rank() != 0:
+        log.setLevel(logging.WARNING)  # one rank's progress lines are enough on the console
+        # Only rank 0 writes the run directory; the others record into a scratch one.
+        with tempfile.TemporaryDirectory(prefix=f"seedbed-rank{launched_rank()}-") as scratch:
+            return train(cfg, Path(scratch))["val_loss"]
     return train(cfg, run_dir)["val_loss"]
 
 
@@ -267,6 +309,12 @@ def cli() -> None:
         main()  # the user asked for full tracebacks
         return
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's printer
+    if launched_rank() != 0:
+        # Every torchrun process would make its own Hydra run dir (each names it anew):
+        # the ranks other than 0 log into a scratch one instead, removed when they exit.
+        scratch = tempfile.mkdtemp(prefix=f"seedbed-rank{launched_rank()}-")
+        atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+        sys.argv.append(f"hydra.run.dir={scratch}")
     try:
         main()
     except (SeedbedError, KeyboardInterrupt) as error:
