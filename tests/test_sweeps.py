@@ -18,6 +18,7 @@ from seedbed.summarize import SUMMARY_JSON, describe, t_quantile
 
 # Smaller than SMALL: a sweep runs several trainings.
 TINY = ["data.n_samples=384", "trainer.epochs=2", "trainer.log_every=4", "loader.batch_size=32"]
+ONE_EPOCH = [*TINY, "trainer.epochs=1"]  # where the per-epoch curves do not matter
 
 # t(0.975, df) from published tables (e.g. NIST/SEMATECH e-Handbook, table 1.3.6.7.2).
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 10: 2.228, 30: 2.042, 100: 1.984}
@@ -112,7 +113,7 @@ def test_summarize_rejects_a_missing_directory(tmp_path):
 @pytest.mark.slow
 def test_failed_job_is_listed_and_the_others_complete(tmp_path):
     sweep = tmp_path / "sweep"
-    result = run_multirun(sweep, "seed=0,4294967296,2", *TINY, check=False)
+    result = run_multirun(sweep, "seed=0,4294967296,2", *ONE_EPOCH, check=False)
     assert result.returncode == 2
     assert "seed=4294967296 is not allowed" in result.stderr.splitlines()[-1]
     statuses = [read_run(j)["status"] for j in job_dirs(sweep)]
@@ -133,10 +134,17 @@ def test_joblib_parallel_jobs_give_the_sequential_weights(tmp_path):
     # A joblib job with n_jobs=2 takes cores // 2 threads; results depend on the thread
     # count for some CPU kernels, so the sequential sweep is given the same count.
     threads = max(available_cores() // 2, 1)
-    common = ["seed=0,1", "loader.num_workers=1", *TINY]
+    # DataLoader workers in the parallel jobs only: num_workers does not change results.
     sequential, parallel = tmp_path / "sequential", tmp_path / "parallel"
-    run_multirun(sequential, *common, f"trainer.threads={threads}")
-    run_multirun(parallel, *common, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    run_multirun(sequential, "seed=0,1", *TINY, f"trainer.threads={threads}")
+    run_multirun(
+        parallel,
+        "seed=0,1",
+        *TINY,
+        "loader.num_workers=1",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+    )
 
     for seq_dir, par_dir in zip(job_dirs(sequential), job_dirs(parallel), strict=True):
         seq, par = read_run(seq_dir), read_run(par_dir)
@@ -152,7 +160,7 @@ def test_joblib_parallel_jobs_give_the_sequential_weights(tmp_path):
 def test_submitit_local_runs_every_job(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     sweep = tmp_path / "sweep"
-    run_multirun(sweep, "seed=0,1", "hydra/launcher=submitit_local", *TINY)
+    run_multirun(sweep, "seed=0,1", "hydra/launcher=submitit_local", *ONE_EPOCH)
     records = [read_run(j) for j in job_dirs(sweep)]
     assert [r["status"] for r in records] == ["completed", "completed"]
     assert [r["seeds"]["seed"] for r in records] == [0, 1]
@@ -165,7 +173,7 @@ def test_optuna_search_is_reproducible(tmp_path):
     searches = []
     for name in ("first", "again"):
         sweep = tmp_path / name
-        run_multirun(sweep, "hparams_search=optuna", "hydra.sweeper.n_trials=3", *TINY)
+        run_multirun(sweep, "hparams_search=optuna", "hydra.sweeper.n_trials=3", *ONE_EPOCH)
         jobs = job_dirs(sweep)
         assert len(jobs) == 3
         assert all(read_run(j)["status"] == "completed" for j in jobs)
