@@ -84,3 +84,24 @@ def test_two_ddp_runs_give_identical_weights_and_one_run_dir(tmp_path):
         assert (run_dir / "checkpoints" / "last.pt").is_file()
         hashes.append(record["weights_sha256"])
     assert hashes[0] == hashes[1]
+
+
+@pytest.mark.slow
+def test_submitit_tasks_are_the_ranks_of_one_ddp_run(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from test_sweeps import run_multirun
+
+    sweep = tmp_path / "sweep"
+    run_multirun(
+        sweep,
+        "seed=3",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.tasks_per_node=2",
+        "trainer.distributed=true",
+        *TINY,
+    )
+    assert [p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".")] == ["0"]
+    record = read_run(sweep / "0")
+    assert record["status"] == "completed"
+    assert record["distributed"] == {"rank": 0, "world_size": 2, "local_rank": 0, "backend": "gloo"}
+    assert record["shard"] == {"samples": 154, "padded": 0}

@@ -39,15 +39,18 @@ class RankInfo:
 
 
 def launched_rank() -> int:
-    """This process's rank as its launcher set it (torchrun's RANK, SLURM's task id), else 0.
+    """This process's rank as its launcher set it (torchrun, a submitit task, srun), else 0.
 
     Known before torch.distributed starts, so that Hydra and the run record can
     already tell rank 0 from the others.
     """
-    for name in ("RANK", "SLURM_PROCID"):
-        if name in os.environ:
-            return int(os.environ[name])
-    return 0
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"])
+    if "SUBMITIT_EXECUTOR" in os.environ:
+        from submitit import JobEnvironment
+
+        return JobEnvironment().global_rank
+    return int(os.environ.get("SLURM_PROCID", "0"))
 
 
 def _export_submitit_environment() -> None:

@@ -76,6 +76,9 @@ OmegaConf.register_new_resolver("run_name", run_name, use_cache=True, replace=Tr
 register_configs()
 
 
+SINGLE_PROCESS = RankInfo()
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -85,7 +88,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_batches(
-    data: DataSplits, cfg: DictConfig, seeds: Any, ranks: RankInfo
+    data: DataSplits, cfg: DictConfig, seeds: Any, ranks: RankInfo = SINGLE_PROCESS
 ) -> tuple[EpochBatches, EpochBatches]:
     """Training batches (shuffled per epoch from the data stream, this rank's shard of them)
     and validation batches (all of them, on every rank)."""
@@ -131,7 +134,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         if threads is not None:
             torch.set_num_threads(threads)
         device = resolve_device(cfg.trainer.device)
-        ranks = init_distributed(device) if cfg.trainer.distributed else RankInfo()
+        ranks = init_distributed(device) if cfg.trainer.distributed else SINGLE_PROCESS
         device = rank_device(device, ranks)
         seeds = seed_everything(
             cfg.seed, cfg.seeds, ranks.rank if cfg.trainer.distributed else None
@@ -305,16 +308,16 @@ def _record_composition_failure(error: BaseException) -> Path | None:
 
 def cli() -> None:
     """Run Hydra; an expected error becomes one line on stderr and exit status 2."""
-    if os.environ.get("HYDRA_FULL_ERROR") == "1":
-        main()  # the user asked for full tracebacks
-        return
-    os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's printer
     if launched_rank() != 0:
         # Every torchrun process would make its own Hydra run dir (each names it anew):
         # the ranks other than 0 log into a scratch one instead, removed when they exit.
         scratch = tempfile.mkdtemp(prefix=f"seedbed-rank{launched_rank()}-")
         atexit.register(shutil.rmtree, scratch, ignore_errors=True)
         sys.argv.append(f"hydra.run.dir={scratch}")
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        main()  # the user asked for full tracebacks
+        return
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's printer
     try:
         main()
     except (SeedbedError, KeyboardInterrupt) as error:
