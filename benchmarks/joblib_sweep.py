@@ -28,6 +28,28 @@ def sweep(sweep_dir: Path, *overrides: str) -> tuple[float, list[str]]:
     return seconds, [json.loads((j / "run.json").read_text())["weights_sha256"] for j in jobs]
 
 
+# The same fixed CPU work in one process, then in two at once: what the machine's cores give
+# when nothing is shared (on a machine whose cores are shared with others, far from 2x).
+PROBE = (
+    "import time, torch; torch.set_num_threads(1); x = torch.randn(256, 256); "
+    "t = time.perf_counter(); [x @ x for _ in range(2000)]"
+)
+
+
+def machine_parallelism() -> float:
+    def probe(copies: int) -> float:
+        start = time.perf_counter()
+        runs = [
+            subprocess.Popen([sys.executable, "-c", PROBE], stdout=subprocess.DEVNULL)
+            for _ in range(copies)
+        ]
+        for run in runs:
+            run.wait()
+        return time.perf_counter() - start
+
+    return 2 * probe(1) / probe(2)
+
+
 def main() -> None:
     threads = max(available_cores() // 2, 1)
     common = ["seed=0,1,2,3", *sys.argv[1:]]
@@ -37,6 +59,9 @@ def main() -> None:
             Path(tmp) / "par", *common, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"
         )
     print(f"cores {available_cores()}, torch threads per job {threads}")
+    print(
+        f"two independent processes run {machine_parallelism():.2f}x as fast as one after another"
+    )
     print(f"sequential      {seq_s:7.1f} s")
     print(f"joblib n_jobs=2 {par_s:7.1f} s   speed-up {seq_s / par_s:.2f}x")
     print(f"per-seed weights identical: {seq_hashes == par_hashes}")
