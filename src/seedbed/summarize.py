@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import math
 import statistics
 import sys
@@ -33,6 +34,8 @@ from omegaconf import DictConfig
 
 from seedbed.checkpoint import atomic_write
 from seedbed.record import CONFIG_FILE, METRICS_FILE, RUN_FILE, read_metrics
+
+log = logging.getLogger(__name__)
 
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
@@ -270,14 +273,21 @@ class SweepSummary(Callback):
     """Hydra callback (`hydra.callbacks.sweep_summary`): rebuild the summary after every job."""
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        if HydraConfig.get().mode != RunMode.MULTIRUN:
-            return
-        write_summary(Path(config.hydra.sweep.dir))
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            _summarise_quietly(Path(config.hydra.sweep.dir))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         if sweep_dir.is_dir():
-            write_summary(sweep_dir)
+            _summarise_quietly(sweep_dir)
+
+
+def _summarise_quietly(sweep_dir: Path) -> None:
+    # A summary that cannot be written must not turn a finished training job into a failure.
+    try:
+        write_summary(sweep_dir)
+    except Exception as error:
+        log.warning("could not write the sweep summary of %s: %s", sweep_dir, error)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
