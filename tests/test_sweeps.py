@@ -185,3 +185,33 @@ def test_optuna_search_is_reproducible(tmp_path):
         searches.append((trials, [read_run(j)["weights_sha256"] for j in jobs], result))
     assert searches[0] == searches[1]
     assert len({tuple(t) for t in searches[0][0]}) == 3  # three different trials
+
+
+def test_requeued_slurm_job_resumes_its_run_dir():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from hydra_plugins.seedbed_slurm.resuming_launcher import ResumingSlurmLauncher
+    from seedbed.train import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        overrides = ["seed=3", "hydra/launcher=slurm"]
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    assert (
+        cfg.hydra.launcher._target_
+        == "hydra_plugins.seedbed_slurm.resuming_launcher.ResumingSlurmLauncher"
+    )
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = "multirun/sweep/4"
+    HydraConfig.instance().set_config(cfg)
+    try:
+        launcher = ResumingSlurmLauncher(
+            **{k: v for k, v in cfg.hydra.launcher.items() if k != "_target_"}
+        )
+        requeued = launcher.checkpoint(["seed=3", "resume=old"], "hydra.sweep.dir", 4, "id", {})
+    finally:
+        HydraConfig.instance().cfg = None
+    assert requeued.function is launcher
+    assert requeued.args[:3] == (["seed=3", "resume=multirun/sweep/4"], "hydra.sweep.dir", 4)
