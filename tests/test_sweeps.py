@@ -14,7 +14,7 @@ import yaml
 from conftest import ROOT, read_run
 
 from seedbed.launchers import available_cores
-from seedbed.summarize import SUMMARY_JSON, describe, t_quantile
+from seedbed.summarize import SUMMARY_JSON, describe, t_quantile, write_summary
 
 # Smaller than SMALL: a sweep runs several trainings.
 TINY = ["data.n_samples=384", "trainer.epochs=2", "trainer.log_every=4", "loader.batch_size=32"]
@@ -215,3 +215,24 @@ def test_requeued_slurm_job_resumes_its_run_dir():
         HydraConfig.instance().cfg = None
     assert requeued.function is launcher
     assert requeued.args[:3] == (["seed=3", "resume=multirun/sweep/4"], "hydra.sweep.dir", 4)
+
+
+def test_summary_without_matplotlib_says_the_plot_was_skipped(tmp_path, monkeypatch):
+    for seed, loss in enumerate([0.5, 0.7]):
+        job = tmp_path / str(seed)
+        job.mkdir()
+        record = {
+            "status": "completed",
+            "seeds": {"seed": seed},
+            "final_metrics": {"val_loss": loss},
+        }
+        (job / "run.json").write_text(json.dumps(record))
+        (job / "metrics.jsonl").write_text(
+            json.dumps({"kind": "val", "epoch": 0, "val_loss": loss})
+        )
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
+    summary = write_summary(tmp_path)
+    assert summary["plot"].startswith("skipped: matplotlib is not installed")
+    assert not (tmp_path / "curves.png").exists()
+    assert "skipped: matplotlib is not installed" in (tmp_path / "summary.md").read_text()
+    assert summary["seeds"] == [0, 1] and summary["metrics"]["val_loss"]["n"] == 2
