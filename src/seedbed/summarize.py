@@ -211,6 +211,7 @@ def plot_curves(sweep_dir: Path, run_dirs: list[str], path: Path) -> str:
 
         matplotlib.use("Agg")  # no display needed: sweeps run on servers
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         return "skipped: matplotlib is not installed (pip install 'seedbed[plot]')"
     if not run_dirs:
@@ -220,12 +221,12 @@ def plot_curves(sweep_dir: Path, run_dirs: list[str], path: Path) -> str:
     for axis, metric in zip(axes, CURVE_METRICS):
         series = [c[metric] for c in curves if c[metric]]
         for name, values in zip(run_dirs, series):
-            axis.plot(range(len(values)), values, linewidth=0.7, alpha=0.6, label=name)
+            axis.plot(range(1, len(values) + 1), values, linewidth=0.7, alpha=0.6, label=name)
         length = min((len(s) for s in series), default=0)
         if len(series) > 1 and length:
-            epochs = range(length)
-            means = [statistics.fmean(s[e] for s in series) for e in epochs]
-            stds = [statistics.stdev([s[e] for s in series]) for e in epochs]
+            epochs = range(1, length + 1)
+            means = [statistics.fmean(s[e - 1] for s in series) for e in epochs]
+            stds = [statistics.stdev([s[e - 1] for s in series]) for e in epochs]
             axis.plot(epochs, means, color="black", linewidth=2, label="mean")
             axis.fill_between(
                 epochs,
@@ -236,6 +237,7 @@ def plot_curves(sweep_dir: Path, run_dirs: list[str], path: Path) -> str:
                 label="mean ± std",
             )
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_ylabel(metric)
     axes[0].legend(fontsize="small")
     figure.tight_layout()
