@@ -9,7 +9,8 @@ recomputed from the run directories alone, so it can be rebuilt at any time.
 
 `SweepSummary` is the Hydra callback that does the same after every job of a
 multirun: Hydra skips `on_multirun_end` when a job fails, so a summary written
-only there would be missing exactly when it matters most.
+only there would be missing exactly when it matters most. (curves.png waits for
+the end of the sweep unless a job has failed.)
 """
 
 from __future__ import annotations
@@ -257,13 +258,23 @@ def _sweep_lock(sweep_dir: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def write_summary(sweep_dir: str | Path) -> dict[str, Any]:
-    """(Re)build summary.json, summary.md and curves.png of `sweep_dir`; return the summary."""
+PLOT_AT_END = "drawn when the sweep ends (or now by: python -m seedbed.summarize <sweep dir>)"
+
+
+def write_summary(sweep_dir: str | Path, plot_only_after_a_failure: bool = False) -> dict[str, Any]:
+    """(Re)build summary.json, summary.md and curves.png of `sweep_dir`; return the summary.
+
+    `plot_only_after_a_failure` leaves curves.png to the end of the sweep while every job so
+    far has completed: drawing it after each job costs a parallel job about a second.
+    """
     sweep_dir = Path(sweep_dir)
     with _sweep_lock(sweep_dir):
         summary = build_summary(sweep_dir)
         completed = [r["run_dir"] for r in summary["runs"] if r["status"] == "completed"]
-        summary["plot"] = plot_curves(sweep_dir, completed, sweep_dir / CURVES_PNG)
+        if plot_only_after_a_failure and not summary["failed"]:
+            summary["plot"] = PLOT_AT_END
+        else:
+            summary["plot"] = plot_curves(sweep_dir, completed, sweep_dir / CURVES_PNG)
         text = json.dumps(summary, indent=2) + "\n"
         atomic_write(sweep_dir / SUMMARY_JSON, lambda file: file.write(text.encode()))
         markdown = summary_markdown(summary)
@@ -276,7 +287,8 @@ class SweepSummary(Callback):
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
-            _summarise_quietly(Path(config.hydra.sweep.dir))
+            # After a failure Hydra skips on_multirun_end: then every job end draws the curves.
+            _summarise_quietly(Path(config.hydra.sweep.dir), plot_only_after_a_failure=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -284,10 +296,10 @@ class SweepSummary(Callback):
             _summarise_quietly(sweep_dir)
 
 
-def _summarise_quietly(sweep_dir: Path) -> None:
+def _summarise_quietly(sweep_dir: Path, plot_only_after_a_failure: bool = False) -> None:
     # A summary that cannot be written must not turn a finished training job into a failure.
     try:
-        write_summary(sweep_dir)
+        write_summary(sweep_dir, plot_only_after_a_failure)
     except Exception as error:
         log.warning("could not write the sweep summary of %s: %s", sweep_dir, error)
 
