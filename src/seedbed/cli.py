@@ -9,15 +9,19 @@ stopped by a signal prints how to resume it and exits with 128 + the signal.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
+from seedbed.distributed import launched_rank
 from seedbed.errors import ConfigError, SeedbedError, error_line
 from seedbed.interrupts import TrainingInterrupted, exit_status
 from seedbed.record import RunRecord, command_line
@@ -67,6 +71,12 @@ def missing_resume_path(args: list[str]) -> str | None:
 def cli() -> None:
     """Run Hydra; an expected error becomes one line on stderr and exit status 2."""
     sys.argv[1:] = expand_resume_shorthand(sys.argv[1:])
+    if launched_rank() != 0:
+        # Every torchrun process would make its own Hydra run dir (each names it anew):
+        # the ranks other than 0 log into a scratch one instead, removed when they exit.
+        scratch = tempfile.mkdtemp(prefix=f"seedbed-rank{launched_rank()}-")
+        atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+        sys.argv.append(f"hydra.run.dir={scratch}")
     if (message := missing_resume_path(sys.argv[1:])) is not None:
         print(f"error: {message}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)

@@ -238,6 +238,9 @@ class TrainerConfig:
     perturb_step: int | None = None
     """Debugging aid, never for real runs: after this optimizer step, add 1e-3 to the first
     weight (`python -m seedbed.verify --vary trainer.perturb_step=5` must then fail)."""
+    distributed: bool = False
+    """Data-parallel training (DDP): one process per rank, started by torchrun or as the tasks
+    of a submitit job; gloo on the CPU, nccl on CUDA. Only rank 0 writes the run directory."""
 
 
 @dataclass

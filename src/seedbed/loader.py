@@ -27,20 +27,36 @@ def epoch_permutation(seed: int, epoch: int, n: int) -> Tensor:
 
 
 class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
-    """Yields the batches of the current epoch as lists of (epoch, index), from `start_batch`."""
+    """Yields the batches of the current epoch as lists of (epoch, index), from `start_batch`.
+
+    With `world_size` > 1 (distributed training), every rank draws the same permutation and
+    takes every `world_size`-th sample from position `rank`, as `DistributedSampler` does; the
+    permutation is first padded with its own beginning to a multiple of `world_size`, so that
+    all ranks run the same number of steps (`padded` samples are seen twice per epoch).
+    """
 
     def __init__(
-        self, n: int, batch_size: int, seed: int, shuffle: bool = True, drop_last: bool = False
+        self,
+        n: int,
+        batch_size: int,
+        seed: int,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.n, self.batch_size, self.seed = n, batch_size, seed
         self.shuffle, self.drop_last = shuffle, drop_last
+        self.rank, self.world_size = rank, world_size
+        self.padded = -n % world_size
+        self.shard_size = (n + self.padded) // world_size
         self.epoch, self.start_batch = 0, 0
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.epoch, self.start_batch = epoch, start_batch
 
     def __len__(self) -> int:
-        full, rest = divmod(self.n, self.batch_size)
+        full, rest = divmod(self.shard_size, self.batch_size)
         return full if self.drop_last or rest == 0 else full + 1
 
     def batch_indices(self) -> Iterator[Tensor]:
@@ -49,6 +65,8 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
             order = epoch_permutation(self.seed, self.epoch, self.n)
         else:
             order = torch.arange(self.n)
+        if self.world_size > 1:
+            order = torch.cat([order, order[: self.padded]])[self.rank :: self.world_size]
         for b in range(self.start_batch, len(self)):
             yield order[b * self.batch_size : (b + 1) * self.batch_size]
 
@@ -69,6 +87,7 @@ class EpochBatches:
         persistent_workers: bool = False,
         prefetch_factor: int | None = None,
         generator: torch.Generator | None = None,
+        multiprocessing_context: str | None = None,
     ) -> None:
         self.dataset, self.sampler = dataset, sampler
         self.direct = num_workers == 0 and not dataset.has_transform
@@ -87,6 +106,7 @@ class EpochBatches:
                 persistent_workers=persistent_workers,
                 prefetch_factor=prefetch_factor,
                 generator=self.generator,
+                multiprocessing_context=multiprocessing_context if num_workers > 0 else None,
             )
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:

@@ -243,11 +243,15 @@ class ResumePlan:
 
 
 def plan_resume(
-    cfg: DictConfig, run_dir: Path, overrides: list[str] | None, validate: Any
+    cfg: DictConfig, run_dir: Path | None, overrides: list[str] | None, validate: Any
 ) -> ResumePlan:
-    """Find the checkpoint and check the config; raise before anything is written."""
+    """Find the checkpoint and check the config; raise before anything is written.
+
+    `run_dir` is the directory the run continues in; None for a DDP rank other than 0,
+    which reads the checkpoint but leaves the run directory to rank 0.
+    """
     path, checkpoint, skipped = find_checkpoint(cfg.resume.path)
-    if run_dir_of(path).resolve() != run_dir.resolve():
+    if run_dir is not None and run_dir_of(path).resolve() != run_dir.resolve():
         raise ConfigError(
             "resume.path",
             cfg.resume.path,

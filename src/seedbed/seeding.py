@@ -24,6 +24,9 @@ import numpy as np
 import torch
 
 STREAMS = ("init", "data", "augment", "torch", "python", "numpy")
+# What every rank of a distributed run shares: the initial weights, one data order, and the
+# augmentation of a sample (keyed by its index). The other streams are drawn per rank.
+SHARED_STREAMS = ("init", "data", "augment")
 
 
 def _stream_key(name: str) -> int:
@@ -64,9 +67,24 @@ class Seeds:
         return {"seed": self.seed, "streams": dict(self.streams)}
 
 
-def seed_everything(seed: int, pinned: Mapping[str, int | None] | None = None) -> Seeds:
-    """Seed Python, NumPy's global RNG and torch (CPU and every CUDA device) from their streams."""
-    seeds = Seeds(seed=seed, streams=derive_seeds(seed, pinned))
+def rank_streams(streams: Mapping[str, int], rank: int) -> dict[str, int]:
+    """The streams of one rank of a distributed run: shared ones as they are, the others keyed
+    by the rank, so that dropout differs between ranks and stays reproducible."""
+    return {
+        name: value if name in SHARED_STREAMS else child_seed(value, rank)
+        for name, value in streams.items()
+    }
+
+
+def seed_everything(
+    seed: int, pinned: Mapping[str, int | None] | None = None, rank: int | None = None
+) -> Seeds:
+    """Seed Python, NumPy's global RNG and torch (CPU and every CUDA device) from their streams;
+    `rank` (distributed runs only) gives each rank its own non-shared streams."""
+    streams = derive_seeds(seed, pinned)
+    if rank is not None:
+        streams = rank_streams(streams, rank)
+    seeds = Seeds(seed=seed, streams=streams)
     random.seed(seeds.streams["python"])
     np.random.seed(seeds.streams["numpy"])
     torch.manual_seed(seeds.streams["torch"])  # also seeds every CUDA device, lazily

@@ -10,27 +10,41 @@ from __future__ import annotations
 import itertools
 import logging
 import secrets
+import tempfile
 import time
 import traceback
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import hydra
 import torch
+import torch.distributed as dist
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+from torch.nn.parallel import DistributedDataParallel
 
 from seedbed.checkpoint import Checkpointer
 from seedbed.config import register_configs, validate
 from seedbed.data import DataSplits
 from seedbed.determinism import set_determinism
+from seedbed.distributed import (
+    RankInfo,
+    agree_on_signal,
+    gather_rng_states,
+    init_distributed,
+    launched_rank,
+    rank_device,
+    teardown_distributed,
+)
 from seedbed.environment import ENVIRONMENT_FILE, read_environment, write_environment
 from seedbed.errors import ConfigError, SeedbedError, error_line, user_error
 from seedbed.init import init_weights
 from seedbed.interrupts import GracefulStop, TrainingInterrupted, signal_hook_for_tests
+from seedbed.launchers import dataloader_context, job_threads, parallel_jobs
 from seedbed.loader import EpochBatches, EpochBatchSampler
 from seedbed.loggers import AllLoggers, build_loggers, check_logger_packages
 from seedbed.loop import LoopState, fit
@@ -78,6 +92,8 @@ OmegaConf.register_new_resolver(
 )
 register_configs()
 
+SINGLE_PROCESS = RankInfo()
+
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -88,15 +104,17 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_batches(
-    data: DataSplits, cfg: DictConfig, seeds: Any
+    data: DataSplits, cfg: DictConfig, seeds: Any, ranks: RankInfo = SINGLE_PROCESS
 ) -> tuple[EpochBatches, EpochBatches]:
-    """Training batches (shuffled per epoch from the data stream) and validation batches."""
+    """Training batches (shuffled per epoch from the data stream, this rank's shard of them)
+    and validation batches (all of them, on every rank)."""
     loader = cfg.loader
     workers = {
         "num_workers": loader.num_workers,
         "pin_memory": loader.pin_memory,
         "persistent_workers": loader.persistent_workers,
         "prefetch_factor": loader.prefetch_factor,
+        "multiprocessing_context": dataloader_context(),
     }
     train_sampler = EpochBatchSampler(
         len(data.train),
@@ -104,6 +122,8 @@ def build_batches(
         seed=seeds.streams["data"],
         shuffle=loader.shuffle,
         drop_last=loader.drop_last,
+        rank=ranks.rank,
+        world_size=ranks.world_size,
     )
     train = EpochBatches(
         data.train.with_augment_seed(seeds.streams["augment"]),
@@ -139,9 +159,11 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) ->
     saved config plus this command's `overrides` (None: `cfg` is the whole config).
     """
     plan = None
+    # Known before the config is: on a resume, trainer.distributed comes from the checkpoint.
+    writes_run_dir = launched_rank() == 0
     if cfg.resume.path is not None:
         # Checked before run.json is touched: a refused resume leaves the run as it was.
-        plan = plan_resume(cfg, run_dir, overrides, validate)
+        plan = plan_resume(cfg, run_dir if writes_run_dir else None, overrides, validate)
         cfg = plan.config
     record = RunRecord(run_dir)
     if plan is None:
@@ -150,23 +172,31 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) ->
     try:
         validate(cfg)
         check_logger_packages(cfg.logger)
-        if plan is not None:
+        if plan is not None and writes_run_dir:
             rewound = rewind_run_dir(run_dir, plan.path, plan.checkpoint)
             config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
             record.resume(config_yaml, command_line(), plan.record(run_dir, rewound))
         applied = set_determinism(cfg.determinism.mode)  # before anything touches CUDA
         for note in applied["notes"]:
             log.warning(note)
-        if cfg.trainer.threads is not None:
-            torch.set_num_threads(cfg.trainer.threads)
-        seeds = seed_everything(cfg.seed, cfg.seeds)
+        threads = job_threads(cfg.trainer.threads)  # a fair share of the cores in a parallel sweep
+        if threads is not None:
+            torch.set_num_threads(threads)
         device = resolve_device(cfg.trainer.device)
+        ranks = init_distributed(device) if cfg.trainer.distributed else SINGLE_PROCESS
+        device = rank_device(device, ranks)
+        seeds = seed_everything(
+            cfg.seed, cfg.seeds, ranks.rank if cfg.trainer.distributed else None
+        )
         record.update(
             seeds=seeds.as_record(),
             determinism=applied,
             device=str(device),
             torch_threads=torch.get_num_threads(),
+            parallel_jobs=parallel_jobs(),
         )
+        if cfg.trainer.distributed:
+            record.update(distributed={**asdict(ranks), "backend": dist.get_backend()})
         # After threads and determinism are set. A resumed run keeps the record of where it
         # started; its resume entry in run.json notes the new start.
         if plan is None:
@@ -179,7 +209,19 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) ->
         model = instantiate(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes)
         init_weights(model, cfg.init.scheme, seeds.generator("init"), mode=cfg.init.mode)
         model.to(device)
-        train_batches, val_batches = build_batches(data, cfg, seeds)
+        trained = model  # what the loop calls; `model` stays the plain module for state_dicts
+        if cfg.trainer.distributed:
+            trained = DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        train_batches, val_batches = build_batches(data, cfg, seeds, ranks)
+        if ranks.world_size > 1:
+            record.update(
+                shard={
+                    "samples": train_batches.sampler.shard_size,
+                    "padded": train_batches.sampler.padded,
+                }
+            )
         optimizer = build_optimizer(model.parameters(), cfg.optim)
         steps_per_epoch = min(
             len(train_batches), cfg.trainer.limit_train_batches or len(train_batches)
@@ -203,6 +245,8 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) ->
                 "loop": state.state_dict(),
                 "loader": train_batches.state_dict(),
                 "rng": capture_rng_states(),
+                # Every rank's own states (dropout differs per rank); None in one process.
+                "rng_ranks": gather_rng_states() if cfg.trainer.distributed else None,
                 "best": checkpoints.best,
                 "metrics_bytes": jsonl.tell(),
                 "config": saved_config,
@@ -223,31 +267,36 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) ->
             state.load_state_dict(saved["loop"])
             train_batches.load_state_dict(saved["loader"])
             checkpoints.best = saved["best"]
-            restore_rng_states(saved["rng"])  # last: nothing may draw between here and step 1
+            rng = saved["rng"] if saved.get("rng_ranks") is None else saved["rng_ranks"][ranks.rank]
+            restore_rng_states(rng)  # last: nothing may draw between here and step 1
             log.info("resumed from %s at epoch %d step %d", plan.path, state.epoch, state.step)
 
         perturb_after_step(optimizer, model, cfg.trainer.perturb_step)
         with GracefulStop() as stop:
             send_test_signal = signal_hook_for_tests()
 
+            def stop_if_asked(state: LoopState) -> None:
+                if cfg.trainer.distributed:  # stop together, or the ranks' collectives part
+                    stop.signum = agree_on_signal(stop.signum, device)
+                if stop.signum is not None:
+                    raise stop.error(checkpoints.save(state), state.step, state.epoch, run_dir)
+
             def after_step(state: LoopState) -> None:
                 checkpoints.after_step(state)
                 if send_test_signal is not None:
                     send_test_signal(state.step)
-                if stop.signum is not None:
-                    raise stop.error(checkpoints.save(state), state.step, state.epoch, run_dir)
+                stop_if_asked(state)
 
             def after_epoch(state: LoopState, val: dict[str, float]) -> None:
                 checkpoints.after_epoch(state, val)
-                if stop.signum is not None:
-                    raise stop.error(checkpoints.save(state), state.step, state.epoch, run_dir)
+                stop_if_asked(state)
 
             if plan is None:
                 checkpoints.save(state)  # step 0: a run killed at any point can be resumed
             log.info("run dir %s  seed %d  device %s", run_dir, cfg.seed, device)
             fit_started = time.perf_counter()
             final = fit(
-                model,
+                trained,
                 optimizer,
                 scheduler,
                 train_batches,
@@ -289,6 +338,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) ->
     finally:
         if metrics is not None:
             metrics.close()
+        teardown_distributed()
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
@@ -297,4 +347,10 @@ def main(cfg: DictConfig) -> float:
     jobs_started.append(1)
     hydra_config = HydraConfig.get()
     run_dir = Path(hydra_config.runtime.output_dir)
-    return train(cfg, run_dir, overrides=list(hydra_config.overrides.task))["val_loss"]
+    overrides = list(hydra_config.overrides.task)
+    if launched_rank() != 0:
+        log.setLevel(logging.WARNING)  # one rank's progress lines are enough on the console
+        # Only rank 0 writes the run directory; the others record into a scratch one.
+        with tempfile.TemporaryDirectory(prefix=f"seedbed-rank{launched_rank()}-") as scratch:
+            return train(cfg, Path(scratch), overrides)["val_loss"]
+    return train(cfg, run_dir, overrides)["val_loss"]

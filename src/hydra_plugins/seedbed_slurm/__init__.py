@@ -1,0 +1,1 @@
+"""seedbed's Hydra plugin: the SLURM launcher whose requeued jobs resume (resuming_launcher)."""

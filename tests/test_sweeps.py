@@ -1,0 +1,241 @@
+"""Sweeps summarise themselves and keep the promise on every launcher: joblib, submitit, Optuna."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, read_run
+
+from seedbed.launchers import available_cores
+from seedbed.summarize import SUMMARY_JSON, describe, t_quantile, write_summary
+
+# Smaller than SMALL: a sweep runs several trainings.
+TINY = ["data.n_samples=384", "trainer.epochs=2", "trainer.log_every=4", "loader.batch_size=32"]
+ONE_EPOCH = [*TINY, "trainer.epochs=1"]  # where the per-epoch curves do not matter
+
+# t(0.975, df) from published tables (e.g. NIST/SEMATECH e-Handbook, table 1.3.6.7.2).
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 10: 2.228, 30: 2.042, 100: 1.984}
+
+
+def run_multirun(sweep_dir: Path, *overrides: str, check: bool = True):
+    """`python train.py -m hydra.sweep.dir=<sweep_dir> <overrides>` in a fresh process."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "-m", f"hydra.sweep.dir={sweep_dir}", *overrides],
+        cwd=sweep_dir.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"multirun failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return result
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    return sorted((p for p in sweep_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+
+
+def overrides_of(job_dir: Path) -> list[str]:
+    return yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text())
+
+
+def test_t_quantile_matches_published_table():
+    for df, expected in T_975.items():
+        assert t_quantile(0.975, df) == pytest.approx(expected, abs=5e-4), df
+
+
+def test_t_quantile_matches_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    for df in (*range(1, 41), 57, 120, 1000):
+        for p in (0.9, 0.975, 0.995):
+            assert t_quantile(p, df) == pytest.approx(stats.t.ppf(p, df), rel=1e-9), (p, df)
+
+
+def test_describe_gives_the_t_interval_of_the_mean():
+    values = [0.5, 0.7, 0.9, 1.3]
+    stats = describe(values)
+    half = t_quantile(0.975, 3) * statistics.stdev(values) / math.sqrt(4)
+    assert stats["n"] == 4 and stats["mean"] == statistics.fmean(values)
+    assert stats["ci95"] == [stats["mean"] - half, stats["mean"] + half]
+    assert describe([1.0])["std"] is None and describe([1.0])["ci95"] is None
+
+
+@pytest.mark.slow
+def test_seed_sweep_summary_is_recomputed_from_the_run_dirs(tmp_path):
+    sweep = tmp_path / "sweep"
+    run_multirun(sweep, "sweep=seeds", "hydra.sweeper.params.seed='0,1,2'", *TINY)
+    jobs = job_dirs(sweep)
+    records = [read_run(j) for j in jobs]
+    assert [r["status"] for r in records] == ["completed"] * 3
+    assert sorted(r["seeds"]["seed"] for r in records) == [0, 1, 2]
+
+    summary = json.loads((sweep / SUMMARY_JSON).read_text())
+    assert summary["completed"] == 3 and summary["failed"] == []
+    assert sorted(summary["seeds"]) == [0, 1, 2]
+    for name in ("val_loss", "val_acc", "train_loss"):
+        values = [r["final_metrics"][name] for r in records]
+        stats = summary["metrics"][name]
+        assert stats["n"] == 3
+        assert stats["mean"] == pytest.approx(statistics.fmean(values), rel=1e-12)
+        assert stats["std"] == pytest.approx(statistics.stdev(values), rel=1e-12)
+        assert (stats["min"], stats["max"]) == (min(values), max(values))
+    assert "| val_loss | 3 |" in (sweep / "summary.md").read_text()
+    try:
+        import matplotlib  # noqa: F401
+
+        assert summary["plot"] == "curves.png" and (sweep / "curves.png").stat().st_size > 0
+    except ImportError:
+        assert summary["plot"].startswith("skipped")
+
+    # The standalone command rebuilds the same summary from the run dirs alone.
+    (sweep / SUMMARY_JSON).unlink()
+    subprocess.run([sys.executable, "-m", "seedbed.summarize", str(sweep)], check=True)
+    assert json.loads((sweep / SUMMARY_JSON).read_text()) == summary
+
+
+def test_summarize_rejects_a_missing_directory(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "seedbed.summarize", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "sweep_dir=" in result.stderr
+
+
+@pytest.mark.slow
+def test_failed_job_is_listed_and_the_others_complete(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_multirun(sweep, "seed=0,4294967296,2", *ONE_EPOCH, check=False)
+    assert result.returncode == 2
+    assert "seed=4294967296 is not allowed" in result.stderr.splitlines()[-1]
+    statuses = [read_run(j)["status"] for j in job_dirs(sweep)]
+    assert statuses == ["completed", "failed", "completed"]
+
+    summary = json.loads((sweep / SUMMARY_JSON).read_text())
+    assert summary["completed"] == 2 and summary["seeds"] == [0, 2]
+    assert summary["metrics"]["val_loss"]["n"] == 2
+    [failed] = summary["failed"]
+    assert failed["run_dir"] == "1" and failed["seed"] == 4294967296
+    assert "seed=4294967296 is not allowed" in failed["error"]
+    assert "seed=4294967296 is not allowed" in (sweep / "summary.md").read_text()
+    if importlib.util.find_spec("matplotlib"):  # Hydra skipped the end of the sweep: drawn anyway
+        assert summary["plot"] == "curves.png" and (sweep / "curves.png").is_file()
+
+
+@pytest.mark.slow
+def test_joblib_parallel_jobs_give_the_sequential_weights(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    # A joblib job with n_jobs=2 takes cores // 2 threads; results depend on the thread
+    # count for some CPU kernels, so the sequential sweep is given the same count.
+    threads = max(available_cores() // 2, 1)
+    # DataLoader workers in the parallel jobs only: num_workers does not change results.
+    sequential, parallel = tmp_path / "sequential", tmp_path / "parallel"
+    run_multirun(sequential, "seed=0,1", *TINY, f"trainer.threads={threads}")
+    run_multirun(
+        parallel,
+        "seed=0,1",
+        *TINY,
+        "loader.num_workers=1",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+    )
+
+    for seq_dir, par_dir in zip(job_dirs(sequential), job_dirs(parallel), strict=True):
+        seq, par = read_run(seq_dir), read_run(par_dir)
+        assert par["status"] == "completed", par["error"]
+        assert par["parallel_jobs"] == 2 and par["torch_threads"] == threads
+        assert par["seeds"] == seq["seeds"]
+        assert par["weights_sha256"] == seq["weights_sha256"]
+        assert par["loss_series_sha256"] == seq["loss_series_sha256"]
+    assert len(job_dirs(parallel)) == 2
+
+
+@pytest.mark.slow
+def test_submitit_local_runs_every_job(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    sweep = tmp_path / "sweep"
+    run_multirun(sweep, "seed=0,1", "hydra/launcher=submitit_local", *ONE_EPOCH)
+    records = [read_run(j) for j in job_dirs(sweep)]
+    assert [r["status"] for r in records] == ["completed", "completed"]
+    assert [r["seeds"]["seed"] for r in records] == [0, 1]
+    assert json.loads((sweep / SUMMARY_JSON).read_text())["completed"] == 2
+
+
+@pytest.mark.slow
+def test_optuna_search_is_reproducible(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    searches = []
+    for name in ("first", "again"):
+        sweep = tmp_path / name
+        run_multirun(sweep, "hparams_search=optuna", "hydra.sweeper.n_trials=3", *ONE_EPOCH)
+        jobs = job_dirs(sweep)
+        assert len(jobs) == 3
+        assert all(read_run(j)["status"] == "completed" for j in jobs)
+        result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+        values = [read_run(j)["final_metrics"]["val_loss"] for j in jobs]
+        assert result["best_value"] == min(values)
+        trials = [[o for o in overrides_of(j) if o.startswith("optim.")] for j in jobs]
+        assert all(len(t) == 2 for t in trials)
+        searches.append((trials, [read_run(j)["weights_sha256"] for j in jobs], result))
+    assert searches[0] == searches[1]
+    assert len({tuple(t) for t in searches[0][0]}) == 3  # three different trials
+
+
+def test_requeued_slurm_job_resumes_its_run_dir():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from hydra_plugins.seedbed_slurm.resuming_launcher import ResumingSlurmLauncher
+    from seedbed.train import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        overrides = ["seed=3", "hydra/launcher=slurm"]
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    assert (
+        cfg.hydra.launcher._target_
+        == "hydra_plugins.seedbed_slurm.resuming_launcher.ResumingSlurmLauncher"
+    )
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = "multirun/sweep/4"
+    HydraConfig.instance().set_config(cfg)
+    try:
+        launcher = ResumingSlurmLauncher(
+            **{k: v for k, v in cfg.hydra.launcher.items() if k != "_target_"}
+        )
+        requeued = launcher.checkpoint(["seed=3", "resume=old"], "hydra.sweep.dir", 4, "id", {})
+    finally:
+        HydraConfig.instance().cfg = None
+    assert requeued.function is launcher
+    assert requeued.args[:3] == (["seed=3", "resume.path=multirun/sweep/4"], "hydra.sweep.dir", 4)
+
+
+def test_summary_without_matplotlib_says_the_plot_was_skipped(tmp_path, monkeypatch):
+    for seed, loss in enumerate([0.5, 0.7]):
+        job = tmp_path / str(seed)
+        job.mkdir()
+        record = {
+            "status": "completed",
+            "seeds": {"seed": seed},
+            "final_metrics": {"val_loss": loss},
+        }
+        (job / "run.json").write_text(json.dumps(record))
+        (job / "metrics.jsonl").write_text(
+            json.dumps({"kind": "val", "epoch": 0, "val_loss": loss})
+        )
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
+    summary = write_summary(tmp_path)
+    assert summary["plot"].startswith("skipped: matplotlib is not installed")
+    assert not (tmp_path / "curves.png").exists()
+    assert "skipped: matplotlib is not installed" in (tmp_path / "summary.md").read_text()
+    assert summary["seeds"] == [0, 1] and summary["metrics"]["val_loss"]["n"] == 2
