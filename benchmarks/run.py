@@ -189,6 +189,37 @@ def bench_checkpoint(repeats: int) -> Result:
     )
 
 
+def bench_sweep(repeats: int) -> Result:
+    """A 4-seed sweep: sequential vs `hydra/launcher=joblib hydra.launcher.n_jobs=2`."""
+    from joblib_sweep import sweep  # noqa: PLC0415  (a benchmark of its own, also run alone)
+
+    threads = max((os.cpu_count() or 2) // 2, 1)  # the joblib job's share, on both sides
+    common = ["seed=0,1,2,3"]
+    hashes: dict[str, list[str]] = {}
+
+    def run(name: str, *overrides: str) -> float:
+        with tempfile.TemporaryDirectory() as tmp:
+            seconds, hashes[name] = sweep(Path(tmp) / "sweep", *common, *overrides)
+        return seconds
+
+    variants = {
+        "sequential": lambda: run("sequential", f"trainer.threads={threads}"),
+        "joblib n_jobs=2": lambda: run(
+            "joblib n_jobs=2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"
+        ),
+    }
+    samples = interleaved(variants, repeats, warmup=0)
+    same = hashes["sequential"] == hashes["joblib n_jobs=2"]
+    return Result(
+        name="sweep",
+        unit="s",
+        reference="sequential",
+        samples=samples,
+        note=f"whole `python train.py -m seed=0,1,2,3` wall time, {threads} torch thread(s) per "
+        f"job on both sides; per-seed weights identical: {same}",
+    )
+
+
 def bench_peer(repeats: int) -> Result | None:
     """seedbed vs Lightning's Trainer(deterministic=True): same model, data and steps."""
     try:
@@ -216,6 +247,7 @@ BENCHMARKS: dict[str, Callable[[int], Result | None]] = {
     "startup": bench_startup,
     "determinism": bench_determinism,
     "checkpoint": bench_checkpoint,
+    "sweep": bench_sweep,
     "peer": bench_peer,
 }
 
