@@ -8,12 +8,15 @@ its training loop alone (set-up excluded).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +26,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from seedbed.checkpoint import Checkpointer
 from seedbed.data import DataSplits
 from seedbed.determinism import set_determinism
 from seedbed.init import init_weights
@@ -74,6 +78,26 @@ def fit_seconds(run_dir: Path, overrides: list[str]) -> float:
         cfg = compose(config_name="train", overrides=overrides)
     train(cfg, run_dir)
     return json.loads((run_dir / "run.json").read_text())["fit_seconds"]
+
+
+@contextlib.contextmanager
+def timed_checkpoint_saves() -> Iterator[list[float]]:
+    """Time every `Checkpointer.save` made inside the block (capture, serialise, write, fsync)."""
+    seconds: list[float] = []
+    original = Checkpointer.save
+
+    def save(self: Checkpointer, loop: Any) -> Path:
+        started = time.perf_counter()
+        try:
+            return original(self, loop)
+        finally:
+            seconds.append(time.perf_counter() - started)
+
+    Checkpointer.save = save
+    try:
+        yield seconds
+    finally:
+        Checkpointer.save = original
 
 
 def seedbed_loop(work: Work, determinism: str | None = None) -> float:
