@@ -102,6 +102,13 @@ def _make_splits(
     )
 
 
+def _tensors(x: np.ndarray, y: np.ndarray) -> tuple[Tensor, Tensor]:
+    """float32 inputs and int64 labels, as the model and the loss expect them."""
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(
+        y.astype(np.int64)
+    )
+
+
 def _augment(cfg: object | None) -> Augment | None:
     if cfg is None:
         return None
@@ -122,14 +129,7 @@ def synthetic_classification(
     centres = rng.standard_normal((n_classes, n_features)) * class_sep
     y = rng.integers(0, n_classes, size=n_samples)
     x = centres[y] + rng.standard_normal((n_samples, n_features))
-    return _make_splits(
-        torch.from_numpy(x.astype(np.float32)),
-        torch.from_numpy(y.astype(np.int64)),
-        val_fraction,
-        seed,
-        _augment(augment),
-        n_classes,
-    )
+    return _make_splits(*_tensors(x, y), val_fraction, seed, _augment(augment), n_classes)
 
 
 def synthetic_images(
@@ -147,14 +147,7 @@ def synthetic_images(
     templates = rng.standard_normal((n_classes, channels, size, size))
     y = rng.integers(0, n_classes, size=n_samples)
     x = templates[y] + noise * rng.standard_normal((n_samples, channels, size, size))
-    return _make_splits(
-        torch.from_numpy(x.astype(np.float32)),
-        torch.from_numpy(y.astype(np.int64)),
-        val_fraction,
-        seed,
-        _augment(augment),
-        n_classes,
-    )
+    return _make_splits(*_tensors(x, y), val_fraction, seed, _augment(augment), n_classes)
 
 
 def npz_dataset(
@@ -184,11 +177,4 @@ def npz_dataset(
         raise ConfigError(
             "data.path", path, "y as a 1-d array of integer labels >= 0, at least 2 samples"
         )
-    return _make_splits(
-        torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
-        torch.from_numpy(y.astype(np.int64)),
-        val_fraction,
-        seed,
-        _augment(augment),
-        int(y.max()) + 1,
-    )
+    return _make_splits(*_tensors(x, y), val_fraction, seed, _augment(augment), int(y.max()) + 1)
