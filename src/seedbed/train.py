@@ -197,8 +197,8 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) ->
         )
         if cfg.trainer.distributed:
             record.update(distributed={**asdict(ranks), "backend": dist.get_backend()})
-        # After threads and determinism are set. A resumed run keeps the record of where it
-        # started; its resume entry in run.json notes the new start.
+        # After threads and determinism are set. A resumed run keeps the environment record
+        # of where it started (run.json's `resumes` history says when it was resumed).
         if plan is None:
             environment = write_environment(run_dir)
             record.update(environment=ENVIRONMENT_FILE)
