@@ -22,12 +22,10 @@ from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from seedbed.distributed import launched_rank
-from seedbed.errors import ConfigError, SeedbedError, error_line
+from seedbed.errors import EXIT_USER_ERROR, ConfigError, SeedbedError, error_line
 from seedbed.interrupts import TrainingInterrupted, exit_status
 from seedbed.record import RunRecord, command_line
 from seedbed.train import jobs_started, main, run_name
-
-EXIT_USER_ERROR = 2
 
 
 def _record_composition_failure(error: BaseException) -> Path | None:

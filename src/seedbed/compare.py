@@ -23,14 +23,13 @@ import torch
 import yaml
 
 from seedbed.checkpoint import load_checkpoint
+from seedbed.config import flatten
 from seedbed.environment import read_environment
-from seedbed.errors import SeedbedError
-from seedbed.loggers import flatten
+from seedbed.errors import EXIT_USER_ERROR, SeedbedError
 from seedbed.record import CONFIG_FILE, METRICS_FILE, RUN_FILE, read_metrics
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
 EXIT_DIFFERENT = 1
-EXIT_USER_ERROR = 2
 # Environment fields that change results, most likely first: what `explain` lists.
 LIKELY_CAUSES = (
     ("torch.version", "torch version"),

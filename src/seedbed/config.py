@@ -8,6 +8,7 @@ value and what is allowed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -370,6 +371,18 @@ DEVICES = ("auto", "cpu", "cuda")
 DETERMINISM_MODES = ("strict", "warn", "off")
 BEST_METRICS = ("val_loss", "val_acc")
 BEST_MODES = ("min", "max")
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{"optim": {"lr": 0.1}}` -> `{"optim.lr": 0.1}`; lists stay values."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
 
 
 def _check(ok: bool, key: str, value: Any, allowed: str) -> None:

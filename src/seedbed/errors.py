@@ -12,6 +12,9 @@ from typing import Any
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
+# The exit status of every command here (train, eval, verify, compare, summarize) on bad input.
+EXIT_USER_ERROR = 2
+
 
 class SeedbedError(Exception):
     """An expected failure: shown as one line, with the traceback kept for the log file."""

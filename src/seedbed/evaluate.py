@@ -19,10 +19,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from seedbed.checkpoint import atomic_write, load_checkpoint
-from seedbed.cli import EXIT_USER_ERROR
 from seedbed.data import ArrayDataset
 from seedbed.determinism import set_determinism
-from seedbed.errors import ConfigError, SeedbedError
+from seedbed.errors import EXIT_USER_ERROR, ConfigError, SeedbedError
 from seedbed.loader import EpochBatches, EpochBatchSampler
 from seedbed.loop import evaluate
 from seedbed.record import weights_sha256

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from omegaconf import DictConfig, OmegaConf
 
+from seedbed.config import flatten
 from seedbed.errors import SeedbedError
 
 # Keys of a record that say where it belongs rather than what was measured.
@@ -147,18 +148,6 @@ class AllLoggers:
                 errors.append(error)
         if errors:
             raise errors[0]
-
-
-def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """`{"optim": {"lr": 0.1}}` -> `{"optim.lr": 0.1}`; lists stay values."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
 
 
 def check_logger_packages(logger_cfg: DictConfig) -> None:

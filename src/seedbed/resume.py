@@ -26,6 +26,7 @@ from seedbed.checkpoint import (
     point_link,
     step_files,
 )
+from seedbed.config import flatten
 from seedbed.errors import ConfigError, SeedbedError
 from seedbed.record import METRICS_FILE
 
@@ -119,20 +120,11 @@ def resumed_config(
     return effective
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict):
-        flat: dict[str, Any] = {}
-        for key, value in tree.items():
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        return flat or {prefix[:-1]: {}}
-    return {prefix[:-1]: tree}
-
-
 def config_changes(saved: dict[str, Any], cfg: DictConfig) -> dict[str, tuple[Any, Any]]:
     """{key: (saved value, new value)} for every leaf that differs; `resume` aside."""
     new = OmegaConf.to_container(cfg, resolve=True)
-    old_flat = _flatten({k: v for k, v in saved.items() if k != "resume"})
-    new_flat = _flatten({k: v for k, v in new.items() if k != "resume"})
+    old_flat = flatten({k: v for k, v in saved.items() if k != "resume"})
+    new_flat = flatten({k: v for k, v in new.items() if k != "resume"})
     return {
         key: (old_flat.get(key, _ABSENT), new_flat.get(key, _ABSENT))
         for key in sorted(set(old_flat) | set(new_flat))

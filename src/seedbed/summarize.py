@@ -34,6 +34,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from seedbed.checkpoint import atomic_write
+from seedbed.errors import EXIT_USER_ERROR
 from seedbed.record import CONFIG_FILE, METRICS_FILE, RUN_FILE, read_metrics
 
 log = logging.getLogger(__name__)
@@ -313,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "(usage: python -m seedbed.summarize multirun/<sweep>)",
             file=sys.stderr,
         )
-        sys.exit(2)
+        sys.exit(EXIT_USER_ERROR)
     summary = write_summary(args[0])
     print(f"{summary['completed']}/{summary['jobs']} jobs completed; wrote {args[0]}/{SUMMARY_MD}")
 

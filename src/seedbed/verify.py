@@ -23,12 +23,11 @@ import yaml
 
 from seedbed.compare import (
     EXIT_DIFFERENT,
-    EXIT_USER_ERROR,
     check_run_dir,
     compare_runs,
     format_report,
 )
-from seedbed.errors import SeedbedError
+from seedbed.errors import EXIT_USER_ERROR, SeedbedError
 from seedbed.record import CONFIG_FILE
 from seedbed.train import CONFIG_DIR, run_name
 
