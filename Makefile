@@ -31,7 +31,7 @@ lint: install  ## ruff lint and format check
 	$(PY) -m ruff format --check .
 
 verify: install  ## run a small config twice in fresh processes and compare bit for bit
-	$(PY) -m seedbed.verify data.n_samples=1024 trainer.epochs=2 $(ARGS)
+	$(PY) -m seedbed.tools.verify data.n_samples=1024 trainer.epochs=2 $(ARGS)
 
 format: install
 	$(PY) -m ruff format .

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from seedbed.determinism import set_determinism
+from seedbed.runs.determinism import set_determinism
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -171,7 +171,7 @@ def bench_checkpoint(repeats: int) -> Result:
     none = [
         "checkpoint.every_steps=null",
         "checkpoint.at_epoch_end=false",
-        "checkpoint.best_metric=null",
+        "checkpoint.save_best=false",
     ]
     default_fits: list[float] = []
     default_saves: list[float] = []

@@ -26,20 +26,25 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from seedbed.checkpoint import Checkpointer
-from seedbed.data import DataSplits
-from seedbed.determinism import set_determinism
+from seedbed.config import CONFIG_DIR, register_configs
+from seedbed.data.arrays import DataSplits
+from seedbed.data.loader import build_batches
 from seedbed.init import init_weights
 from seedbed.loop import LoopState, fit
 from seedbed.optim import build_optimizer
-from seedbed.record import MetricsLog
-from seedbed.seeding import seed_everything
-from seedbed.train import CONFIG_DIR, build_batches, train
+from seedbed.runs.checkpoint import Checkpointer
+from seedbed.runs.determinism import set_determinism
+from seedbed.runs.record import MetricsLog
+from seedbed.runs.seeding import seed_everything
+from seedbed.runs.session import run_training
+from seedbed.task import Task
+from seedbed.train import build_task
 
 
 @dataclass
 class Work:
     cfg: DictConfig
+    task: Task
     data: DataSplits
     model: nn.Module  # initialised, never trained: each loop trains a copy
     epochs: int
@@ -51,13 +56,15 @@ class Work:
 
 
 def setup(overrides: list[str], epochs: int) -> Work:
+    register_configs()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[*overrides, f"trainer.epochs={epochs}"])
     seeds = seed_everything(cfg.seed, cfg.seeds)
-    data: DataSplits = instantiate(cfg.data)
-    model = instantiate(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes)
+    task = build_task(cfg.task)
+    data: DataSplits = task.prepare(instantiate(cfg.data))
+    model = instantiate(cfg.model, input_shape=data.input_shape, num_outputs=data.num_outputs)
     init_weights(model, cfg.init.scheme, seeds.generator("init"), mode=cfg.init.mode)
-    return Work(cfg, data, model, epochs, cfg.loader.batch_size)
+    return Work(cfg, task, data, model, epochs, cfg.loader.batch_size)
 
 
 @torch.no_grad()
@@ -74,9 +81,10 @@ def _validate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: in
 
 def fit_seconds(run_dir: Path, overrides: list[str]) -> float:
     """A whole `train()` run in this process; the time its training loop took (run.json)."""
+    register_configs()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
-    train(cfg, run_dir)
+    run_training(cfg, run_dir)
     return json.loads((run_dir / "run.json").read_text())["fit_seconds"]
 
 
@@ -106,7 +114,7 @@ def seedbed_loop(work: Work, determinism: str | None = None) -> float:
         set_determinism(determinism)
     seeds = seed_everything(work.cfg.seed, work.cfg.seeds)
     model = copy.deepcopy(work.model)
-    train_batches, val_batches = build_batches(work.data, work.cfg, seeds)
+    train_batches, val_batches = build_batches(work.data, work.cfg.loader, seeds)
     optimizer = build_optimizer(model.parameters(), work.cfg.optim)
     with tempfile.TemporaryDirectory() as tmp:
         metrics = MetricsLog(Path(tmp) / "metrics.jsonl")
@@ -117,6 +125,7 @@ def seedbed_loop(work: Work, determinism: str | None = None) -> float:
             None,
             train_batches,
             val_batches,
+            task=work.task,
             state=LoopState(),
             epochs=work.epochs,
             device=torch.device("cpu"),

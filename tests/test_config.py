@@ -5,14 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, compose_config, read_run, run_cli, run_train
+from helpers import ROOT, compose_config, read_run, run_cli, run_train
 from hydra.utils import instantiate
 
 from seedbed.config import validate
 from seedbed.init import init_weights
 from seedbed.optim import build_optimizer, build_scheduler
+from seedbed.train import build_task
 
 GROUPS = [
+    "task",
     "data",
     "model",
     "init",
@@ -39,13 +41,13 @@ def npz_file(tmp_path):
 
 def build_everything(cfg) -> None:
     validate(cfg)
-    data = instantiate(cfg.data)
-    model = instantiate(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes)
+    data = build_task(cfg.task).prepare(instantiate(cfg.data))
+    model = instantiate(cfg.model, input_shape=data.input_shape, num_outputs=data.num_outputs)
     init_weights(model, cfg.init.scheme, torch.Generator().manual_seed(0), mode=cfg.init.mode)
     optimizer = build_optimizer(model.parameters(), cfg.optim)
     build_scheduler(optimizer, cfg.sched, total_steps=10, steps_per_epoch=2)
     x, _ = data.train.batch(torch.arange(2))
-    assert model(x).shape == (2, data.num_classes)
+    assert model(x).shape == (2, data.num_outputs)
 
 
 @pytest.mark.parametrize(
@@ -57,6 +59,8 @@ def test_every_option_composes_and_builds(group, option, npz_file):
         extra = ["data=synthetic_images", "model=cnn", "data.n_samples=64"]
     if group == "data" and option == "npz":
         extra = [f"data.path={npz_file}"]
+    if (group, option) in (("task", "regression"), ("data", "synthetic_regression")):
+        extra = ["task=regression", "data=synthetic_regression", "data.n_samples=64"]
     cfg = compose_config(f"{group}={option}", *extra)
     build_everything(cfg)
 
@@ -71,7 +75,7 @@ def test_every_experiment_and_debug_file_composes_and_builds(group):
 def test_experiment_holds_only_what_differs():
     cfg = compose_config("experiment=cnn_images")
     assert cfg.model._target_ == "seedbed.models.CNN"
-    assert cfg.data._target_ == "seedbed.data.synthetic_images"
+    assert cfg.data._target_ == "seedbed.data.arrays.synthetic_images"
     assert cfg.seed == compose_config().seed
 
 
@@ -98,7 +102,21 @@ BAD_INPUTS = [
     (["determinism=exact"], "Could not find 'determinism/exact'"),
     (["trainer.device=tpu"], "trainer.device='tpu' is not allowed: one of auto, cpu, cuda"),
     (["data=npz"], "data.path: Missing mandatory value"),
-    (["checkpoint.best_mode=lowest"], "checkpoint.best_mode='lowest' is not allowed: one of min"),
+    (
+        ["task.monitor=val/rmse"],
+        "task.monitor='val/rmse' is not allowed: a metric this task reports: val/loss, val/acc",
+    ),
+    (["task.mode=lowest"], "task.mode='lowest' is not allowed: min, max"),
+    (["task.label_smoothing=1.5"], "task.label_smoothing=1.5 is not allowed: a number in [0, 1)"),
+    (
+        ["task.loss._target_=torch.nn.NoSuchLoss"],
+        "task.loss._target_='torch.nn.NoSuchLoss' is not allowed",
+    ),
+    (["trainer.early_stopping.patience=0"], "trainer.early_stopping.patience=0 is not allowed"),
+    (
+        ["data.test_fraction=0.8"],
+        "data.test_fraction=0.8 is not allowed: a number below 1 - data.val_fraction",
+    ),
 ]
 
 
@@ -147,7 +165,7 @@ def bad_npz_cases(tmp_path):
         (write_npz(tmp_path / "no_x.npz", y=np.zeros(10, dtype=int)), "missing x"),
         (
             write_npz(tmp_path / "mismatch.npz", x=x, y=np.zeros(9, dtype=int)),
-            "x and y of the same length (x has 10, y has 9)",
+            "x and y have the same length (x: 10, y: 9)",
         ),
     ]
 
@@ -170,11 +188,11 @@ def test_npz_data_trains(tmp_path, npz_file):
 
 
 def test_non_finite_loss_stops_with_a_clear_error(tmp_path):
-    from seedbed.errors import SeedbedError
-    from seedbed.train import train
+    from seedbed.runs.errors import SeedbedError
+    from seedbed.runs.session import run_training as train
 
     cfg = compose_config("data.n_samples=256", "optim.lr=1e30", "trainer.log_every=2")
-    with pytest.raises(SeedbedError, match=r"training loss is (nan|inf) at step \d+ \(epoch 0\)"):
+    with pytest.raises(SeedbedError, match=r"training loss is (nan|inf) at step \d+ \(epoch 1\)"):
         train(cfg, tmp_path / "run")
     record = read_run(tmp_path / "run")
     assert record["status"] == "failed"

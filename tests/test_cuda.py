@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import compose_config, read_run
+from helpers import compose_config, read_run
 
-from seedbed.train import train
+from seedbed.runs.session import run_training as train
 
 pytestmark = [
     pytest.mark.cuda,

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, read_run
+from helpers import ROOT, read_run
 
-from seedbed.checkpoint import load_checkpoint
-from seedbed.loader import EpochBatchSampler
-from seedbed.seeding import SHARED_STREAMS, STREAMS, derive_seeds, rank_streams
+from seedbed.data.loader import EpochBatchSampler
+from seedbed.runs.checkpoint import load_checkpoint
+from seedbed.runs.seeding import SHARED_STREAMS, STREAMS, derive_seeds, rank_streams
 
 TINY = ["data.n_samples=385", "trainer.epochs=2", "trainer.log_every=4", "loader.batch_size=32"]
 
@@ -80,8 +80,8 @@ def test_two_ddp_runs_give_identical_weights_and_one_run_dir(tmp_path):
         assert (
             record["distributed"]["world_size"] == 2 and record["distributed"]["backend"] == "gloo"
         )
-        # 308 training samples over 2 ranks: 154 each, nothing padded.
-        assert record["shard"] == {"samples": 154, "padded": 0}
+        # 270 training samples (385 less 77 val and 38 test) over 2 ranks: 135 each, none padded.
+        assert record["shard"] == {"samples": 135, "padded": 0}
         assert (run_dir / "checkpoints" / "last.pt").is_file()
         hashes.append(record["weights_sha256"])
     assert hashes[0] == hashes[1]
@@ -127,4 +127,4 @@ def test_submitit_tasks_are_the_ranks_of_one_ddp_run(tmp_path):
     record = read_run(sweep / "0")
     assert record["status"] == "completed"
     assert record["distributed"] == {"rank": 0, "world_size": 2, "local_rank": 0, "backend": "gloo"}
-    assert record["shard"] == {"samples": 154, "padded": 0}
+    assert record["shard"] == {"samples": 135, "padded": 0}

@@ -10,9 +10,9 @@ from importlib import metadata
 
 import pytest
 import torch
-from conftest import SMALL, read_run, run_train
+from helpers import SMALL, read_run, run_train
 
-from seedbed.environment import ENV_VARS, capture_environment, code_state
+from seedbed.runs.environment import ENV_VARS, capture_environment, code_state
 
 
 @pytest.fixture(scope="module")

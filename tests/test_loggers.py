@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import yaml
-from conftest import SMALL, read_run, run_train
+from helpers import SMALL, read_run, run_train
 
-from seedbed.errors import SeedbedError
-from seedbed.loggers import check_logger_packages
-from seedbed.record import read_metrics
+from seedbed.runs.errors import SeedbedError
+from seedbed.runs.loggers import check_logger_packages
+from seedbed.runs.record import read_metrics
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +30,7 @@ def test_tensorboard_holds_the_logged_losses(logged_run):
 
     events = EventAccumulator(str(logged_run / "tensorboard"))
     events.Reload()
-    assert {"train/loss", "train/lr", "val/val_loss", "val/val_acc"} <= set(
-        events.Tags()["scalars"]
-    )
+    assert {"train/loss", "train/lr", "val/loss", "val/acc"} <= set(events.Tags()["scalars"])
     logged = train_records(logged_run)
     scalars = events.Scalars("train/loss")
     assert [s.step for s in scalars] == [r["step"] for r in logged]

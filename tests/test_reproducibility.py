@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import SMALL, compose_config, read_run, run_train
+from helpers import SMALL, compose_config, read_run, run_train
 from hydra.utils import instantiate
 
-from seedbed.data import sample_rng
+from seedbed.data.arrays import sample_rng
+from seedbed.data.loader import build_batches
 from seedbed.init import init_weights
-from seedbed.record import read_metrics
-from seedbed.seeding import derive_seeds, seed_everything
-from seedbed.train import build_batches, train
+from seedbed.runs.record import read_metrics
+from seedbed.runs.seeding import derive_seeds, seed_everything
+from seedbed.runs.session import run_training as train
+from seedbed.train import build_task
 
 
 def batches_of(cfg, epochs: int = 2) -> list[tuple[torch.Tensor, torch.Tensor]]:
     seeds = seed_everything(cfg.seed, cfg.seeds)
-    train_batches, _ = build_batches(instantiate(cfg.data), cfg, seeds)
+    train_batches, _ = build_batches(instantiate(cfg.data), cfg.loader, seeds)
     out = []
     for epoch in range(epochs):
         train_batches.set_epoch(epoch)
@@ -32,8 +34,8 @@ def same_batches(a, b) -> bool:
 
 def initial_weights(cfg) -> dict[str, torch.Tensor]:
     seeds = seed_everything(cfg.seed, cfg.seeds)
-    data = instantiate(cfg.data)
-    model = instantiate(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes)
+    data = build_task(cfg.task).prepare(instantiate(cfg.data))
+    model = instantiate(cfg.model, input_shape=data.input_shape, num_outputs=data.num_outputs)
     init_weights(model, cfg.init.scheme, seeds.generator("init"), mode=cfg.init.mode)
     return model.state_dict()
 
@@ -88,8 +90,8 @@ def test_initial_weights_do_not_depend_on_the_global_rng():
     torch.manual_seed(12345)
     torch.rand(1000)
     seeds = derive_seeds(cfg.seed)
-    data = instantiate(cfg.data)
-    model = instantiate(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes)
+    data = build_task(cfg.task).prepare(instantiate(cfg.data))
+    model = instantiate(cfg.model, input_shape=data.input_shape, num_outputs=data.num_outputs)
     init_weights(model, "kaiming_uniform", torch.Generator().manual_seed(seeds["init"]))
     assert all(torch.equal(w0[k], v) for k, v in model.state_dict().items())
 

@@ -15,27 +15,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, SMALL, compose_config, read_run, run_train
+from helpers import ROOT, SMALL, compose_config, read_run, run_train, train_in_process
 
-from seedbed.checkpoint import TRAILER_SIZE, CheckpointError, load_checkpoint, to_cpu
-from seedbed.errors import SeedbedError
-from seedbed.interrupts import TEST_SIGNAL_ENV, GracefulStop, ImmediateStop
-from seedbed.record import read_metrics
-from seedbed.resume import is_safe_on_resume
-from seedbed.train import train
+from seedbed.runs.checkpoint import TRAILER_SIZE, CheckpointError, load_checkpoint, to_cpu
+from seedbed.runs.errors import SeedbedError
+from seedbed.runs.interrupts import TEST_SIGNAL_ENV, GracefulStop, ImmediateStop
+from seedbed.runs.record import read_metrics
+from seedbed.runs.resume import is_safe_on_resume
 
 # A checkpoint every 5 steps, all kept: 13 batches an epoch, 26 steps, losses logged every 4.
 CKPT = ["checkpoint.every_steps=5", "checkpoint.keep_last=null"]
 # First step; mid-epoch inside a log window; the last batch of epoch 0, before validation;
 # one step before the end.
 KILL_STEPS = [1, 7, 13, 25]
-
-
-def train_in_process(run_dir: Path, *overrides: str) -> dict:
-    """`python train.py <overrides>` without a new process; resume overrides work as on the CLI."""
-    overrides = tuple(o.replace("resume=", "resume.path=", 1) for o in overrides)
-    train(compose_config(*overrides), run_dir, overrides=list(overrides))
-    return read_run(run_dir)
 
 
 def assert_same_run(a: Path, b: Path) -> None:
@@ -202,8 +194,8 @@ def test_best_last_and_keep_last(tmp_path):
     last, best = (directory / "last.pt").resolve(), (directory / "best.pt").resolve()
     assert load_checkpoint(last)["loop"]["step"] == record["final_metrics"]["steps"]
     vals = [m for m in read_metrics(run_dir / "metrics.jsonl") if m["kind"] == "val"]
-    best_val = min(vals, key=lambda m: m["val_loss"])
-    assert load_checkpoint(best)["best"]["value"] == best_val["val_loss"]
+    best_val = min(vals, key=lambda m: m["val/loss"])
+    assert load_checkpoint(best)["best"]["value"] == best_val["val/loss"]
     assert best.name == f"step_{best_val['step']:06d}.pt"
     kept = sorted(p.name for p in directory.glob("step_*.pt"))
     assert kept == sorted({"step_000025.pt", "step_000026.pt", best.name})
@@ -233,7 +225,7 @@ def test_eval_twice_gives_identical_eval_json(finished, monkeypatch):
     result = json.loads(first)
     record = read_run(finished)
     final = record["final_metrics"]
-    assert result["metrics"] == {"loss": final["val_loss"], "acc": final["val_acc"]}
+    assert result["metrics"] == {"val/loss": final["val/loss"], "val/acc": final["val/acc"]}
     assert result["weights_sha256"] == record["weights_sha256"]
 
 

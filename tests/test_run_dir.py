@@ -9,10 +9,10 @@ import sys
 import pytest
 import torch
 import yaml
-from conftest import ROOT, SMALL, read_run, run_train
+from helpers import ROOT, SMALL, read_run, run_train
 
-from seedbed.checkpoint import load_checkpoint
-from seedbed.record import loss_series_sha256, read_metrics, weights_sha256
+from seedbed.runs.checkpoint import load_checkpoint
+from seedbed.runs.record import loss_series_sha256, read_metrics, weights_sha256
 
 
 @pytest.mark.slow

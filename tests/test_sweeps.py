@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, read_run
+from helpers import ROOT, read_run
 
-from seedbed.launchers import available_cores
-from seedbed.summarize import SUMMARY_JSON, describe, t_quantile, write_summary
+from seedbed.runs.launchers import available_cores
+from seedbed.tools.summarize import SUMMARY_JSON, describe, t_quantile, write_summary
 
 # Smaller than SMALL: a sweep runs several trainings.
 TINY = ["data.n_samples=384", "trainer.epochs=2", "trainer.log_every=4", "loader.batch_size=32"]
@@ -80,14 +80,14 @@ def test_seed_sweep_summary_is_recomputed_from_the_run_dirs(tmp_path):
     summary = json.loads((sweep / SUMMARY_JSON).read_text())
     assert summary["completed"] == 3 and summary["failed"] == []
     assert sorted(summary["seeds"]) == [0, 1, 2]
-    for name in ("val_loss", "val_acc", "train_loss"):
+    for name in ("val/loss", "val/acc", "train/loss"):
         values = [r["final_metrics"][name] for r in records]
         stats = summary["metrics"][name]
         assert stats["n"] == 3
         assert stats["mean"] == pytest.approx(statistics.fmean(values), rel=1e-12)
         assert stats["std"] == pytest.approx(statistics.stdev(values), rel=1e-12)
         assert (stats["min"], stats["max"]) == (min(values), max(values))
-    assert "| val_loss | 3 |" in (sweep / "summary.md").read_text()
+    assert "| val/loss | 3 |" in (sweep / "summary.md").read_text()
     try:
         import matplotlib  # noqa: F401
 
@@ -97,13 +97,13 @@ def test_seed_sweep_summary_is_recomputed_from_the_run_dirs(tmp_path):
 
     # The standalone command rebuilds the same summary from the run dirs alone.
     (sweep / SUMMARY_JSON).unlink()
-    subprocess.run([sys.executable, "-m", "seedbed.summarize", str(sweep)], check=True)
+    subprocess.run([sys.executable, "-m", "seedbed.tools.summarize", str(sweep)], check=True)
     assert json.loads((sweep / SUMMARY_JSON).read_text()) == summary
 
 
 def test_summarize_rejects_a_missing_directory(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "seedbed.summarize", str(tmp_path / "nope")],
+        [sys.executable, "-m", "seedbed.tools.summarize", str(tmp_path / "nope")],
         capture_output=True,
         text=True,
     )
@@ -122,7 +122,7 @@ def test_failed_job_is_listed_and_the_others_complete(tmp_path):
 
     summary = json.loads((sweep / SUMMARY_JSON).read_text())
     assert summary["completed"] == 2 and summary["seeds"] == [0, 2]
-    assert summary["metrics"]["val_loss"]["n"] == 2
+    assert summary["metrics"]["val/loss"]["n"] == 2
     [failed] = summary["failed"]
     assert failed["run_dir"] == "1" and failed["seed"] == 4294967296
     assert "seed=4294967296 is not allowed" in failed["error"]
@@ -181,7 +181,7 @@ def test_optuna_search_is_reproducible(tmp_path):
         assert len(jobs) == 3
         assert all(read_run(j)["status"] == "completed" for j in jobs)
         result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-        values = [read_run(j)["final_metrics"]["val_loss"] for j in jobs]
+        values = [read_run(j)["final_metrics"]["val/loss"] for j in jobs]
         assert result["best_value"] == min(values)
         trials = [[o for o in overrides_of(j) if o.startswith("optim.")] for j in jobs]
         assert all(len(t) == 2 for t in trials)
@@ -197,8 +197,9 @@ def test_requeued_slurm_job_resumes_its_run_dir():
     from omegaconf import open_dict
 
     from hydra_plugins.seedbed_slurm.resuming_launcher import ResumingSlurmLauncher
-    from seedbed.train import CONFIG_DIR
+    from seedbed.config import CONFIG_DIR, register_configs
 
+    register_configs()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         overrides = ["seed=3", "hydra/launcher=slurm"]
         cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
@@ -227,15 +228,15 @@ def test_summary_without_matplotlib_says_the_plot_was_skipped(tmp_path, monkeypa
         record = {
             "status": "completed",
             "seeds": {"seed": seed},
-            "final_metrics": {"val_loss": loss},
+            "final_metrics": {"val/loss": loss},
         }
         (job / "run.json").write_text(json.dumps(record))
         (job / "metrics.jsonl").write_text(
-            json.dumps({"kind": "val", "epoch": 0, "val_loss": loss})
+            json.dumps({"kind": "val", "epoch": 0, "val/loss": loss})
         )
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
     summary = write_summary(tmp_path)
     assert summary["plot"].startswith("skipped: matplotlib is not installed")
     assert not (tmp_path / "curves.png").exists()
     assert "skipped: matplotlib is not installed" in (tmp_path / "summary.md").read_text()
-    assert summary["seeds"] == [0, 1] and summary["metrics"]["val_loss"]["n"] == 2
+    assert summary["seeds"] == [0, 1] and summary["metrics"]["val/loss"]["n"] == 2

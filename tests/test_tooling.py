@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT
+from helpers import ROOT
 
 
 def tool(name: str) -> str | None:
@@ -72,4 +72,4 @@ def test_make_verify_runs_seedbed_verify():
         [make, "-n", "verify", "PY=python"], cwd=ROOT, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
-    assert "python -m seedbed.verify" in result.stdout
+    assert "python -m seedbed.tools.verify" in result.stdout

@@ -8,13 +8,13 @@ import math
 import shutil
 
 import pytest
-from conftest import SMALL, run_train
+from helpers import SMALL, run_train
 
-from seedbed.checkpoint import load_checkpoint
-from seedbed.compare import compare_runs
-from seedbed.compare import main as compare_main
-from seedbed.record import read_metrics
-from seedbed.verify import main as verify_main
+from seedbed.runs.checkpoint import load_checkpoint
+from seedbed.runs.record import read_metrics
+from seedbed.tools.compare import compare_runs
+from seedbed.tools.compare import main as compare_main
+from seedbed.tools.verify import main as verify_main
 
 # Every step logged, so that a divergence is located to the exact step.
 TINY = [*SMALL, "trainer.log_every=1"]

@@ -8,16 +8,23 @@ value and what is allowed.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
-from seedbed.errors import ConfigError
+from seedbed.init import FAN_MODES, SCHEMES
+from seedbed.runs.determinism import MODES as DETERMINISM_MODES
+from seedbed.runs.errors import ConfigError
 
 SEED_MAX = 2**32 - 1
+# The packaged configs: `configs/` at the top of a checkout points here.
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
 @dataclass
@@ -52,7 +59,7 @@ class AugmentConfig:
 class SyntheticDataConfig:
     """Gaussian class clusters in `n_features` dimensions, generated from `seed`."""
 
-    _target_: str = "seedbed.data.synthetic_classification"
+    _target_: str = "seedbed.data.arrays.synthetic_classification"
     n_samples: int = 8192
     """Samples in total, before the train/val split."""
     n_features: int = 32
@@ -63,6 +70,9 @@ class SyntheticDataConfig:
     """Distance scale between class centres; smaller is harder."""
     val_fraction: float = 0.2
     """Fraction of samples held out for validation (the split depends on `seed` only)."""
+    test_fraction: float = 0.1
+    """Fraction held out for testing (`python eval.py ... split=test`); training and model
+    selection never read it. 0 means no test split."""
     seed: int = 0
     """The dataset's own seed: the data does not change with the training seed."""
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)
@@ -70,10 +80,34 @@ class SyntheticDataConfig:
 
 
 @dataclass
+class SyntheticRegressionConfig:
+    """y = sin(x W1) W2 + noise, `n_features` in, `n_targets` out, generated from `seed`:
+    for `task=regression`."""
+
+    _target_: str = "seedbed.data.arrays.synthetic_regression"
+    n_samples: int = 8192
+    """Samples in total, before the train/val/test split."""
+    n_features: int = 16
+    """Input dimension."""
+    n_targets: int = 1
+    """Target dimension (1: one value per sample)."""
+    noise: float = 0.1
+    """Standard deviation of the noise added to the targets."""
+    val_fraction: float = 0.2
+    """Fraction of samples held out for validation (the split depends on `seed` only)."""
+    test_fraction: float = 0.1
+    """Fraction held out for testing; 0 means no test split."""
+    seed: int = 0
+    """The dataset's own seed: the data does not change with the training seed."""
+    augment: AugmentConfig | None = None
+    """Per-sample augmentation of the training split; off by default."""
+
+
+@dataclass
 class SyntheticImagesConfig:
     """Class templates plus noise, as (channels, size, size) images, generated from `seed`."""
 
-    _target_: str = "seedbed.data.synthetic_images"
+    _target_: str = "seedbed.data.arrays.synthetic_images"
     n_samples: int = 4096
     """Samples in total, before the train/val split."""
     channels: int = 3
@@ -86,6 +120,9 @@ class SyntheticImagesConfig:
     """Standard deviation of the per-sample noise around the class template."""
     val_fraction: float = 0.2
     """Fraction of samples held out for validation (the split depends on `seed` only)."""
+    test_fraction: float = 0.1
+    """Fraction held out for testing (`python eval.py ... split=test`); training and model
+    selection never read it. 0 means no test split."""
     seed: int = 0
     """The dataset's own seed: the data does not change with the training seed."""
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)
@@ -94,22 +131,71 @@ class SyntheticImagesConfig:
 
 @dataclass
 class NpzDataConfig:
-    """A user's own data: an .npz file with arrays `x` (inputs) and `y` (integer labels)."""
+    """A user's own data: an .npz file with arrays `x` (inputs) and `y` (targets: integer
+    labels for task=classification, floats for task=regression); optional `x_val`/`y_val`
+    and `x_test`/`y_test` are used as those splits."""
 
-    _target_: str = "seedbed.data.npz_dataset"
+    _target_: str = "seedbed.data.arrays.npz_dataset"
     path: str = MISSING
     """Path to the .npz file (relative to where you start the run)."""
     val_fraction: float = 0.2
-    """Fraction of samples held out for validation."""
+    """Fraction of samples held out for validation (unless the file has x_val/y_val)."""
+    test_fraction: float = 0.0
+    """Fraction held out for testing (unless the file has x_test/y_test); 0: no test split."""
     seed: int = 0
-    """Seed of the train/val split only."""
+    """Seed of the train/val/test split only."""
     augment: AugmentConfig | None = None
     """Per-sample augmentation of the training split; off by default for your own data."""
 
 
 @dataclass
+class LossConfig:
+    """The loss: any class built by `_target_` with these keyword arguments."""
+
+    _target_: str = MISSING
+
+
+@dataclass
+class ClassificationTaskConfig:
+    """Integer class labels: cross-entropy; reports val/loss and val/acc."""
+
+    _target_: str = "seedbed.task.Classification"
+    _recursive_: bool = False
+    loss: Any = field(
+        default_factory=lambda: {
+            "_target_": "torch.nn.CrossEntropyLoss",
+            "label_smoothing": "${..label_smoothing}",
+        }
+    )
+    """The loss (a `_target_`); its label_smoothing follows `task.label_smoothing`."""
+    label_smoothing: float = 0.0
+    """Label smoothing of the cross-entropy, in [0, 1)."""
+    monitor: str = "val/loss"
+    """The metric that picks best.pt, drives early stopping, is returned to Optuna and heads
+    a sweep's summary: val/loss or val/acc."""
+    mode: str | None = None
+    """min or max; null: from the metric (max for acc, min otherwise)."""
+
+
+@dataclass
+class RegressionTaskConfig:
+    """Real-valued targets (one value or a vector per sample): MSE; reports val/loss,
+    val/rmse and val/mae."""
+
+    _target_: str = "seedbed.task.Regression"
+    _recursive_: bool = False
+    loss: Any = field(default_factory=lambda: {"_target_": "torch.nn.MSELoss"})
+    """The loss (a `_target_`), e.g. torch.nn.L1Loss or torch.nn.HuberLoss."""
+    monitor: str = "val/loss"
+    """The metric that picks best.pt, drives early stopping, is returned to Optuna and heads
+    a sweep's summary: val/loss, val/rmse or val/mae."""
+    mode: str | None = None
+    """min or max; null: min (every regression metric is an error)."""
+
+
+@dataclass
 class MLPConfig:
-    """A multilayer perceptron; input size and classes come from the data."""
+    """A multilayer perceptron; input size from the data, output size from the task."""
 
     _target_: str = "seedbed.models.MLP"
     hidden: list[int] = field(default_factory=lambda: [128, 128])
@@ -120,7 +206,7 @@ class MLPConfig:
 
 @dataclass
 class CNNConfig:
-    """A small convolutional classifier; input shape and classes come from the data."""
+    """A small convolutional network; input shape from the data, output size from the task."""
 
     _target_: str = "seedbed.models.CNN"
     channels: list[int] = field(default_factory=lambda: [16, 32])
@@ -134,8 +220,8 @@ class InitConfig:
     """How weights are initialised after the model is built."""
 
     scheme: str = "kaiming_uniform"
-    """One of: kaiming_uniform, kaiming_normal, xavier_uniform, xavier_normal, orthogonal,
-    torch_default."""
+    """One of seedbed.init.SCHEMES: kaiming_uniform, kaiming_normal, xavier_uniform,
+    xavier_normal, orthogonal, torch_default."""
     mode: str = "fan_in"
     """Kaiming fan mode: fan_in (preserves forward variance) or fan_out (backward)."""
 
@@ -221,6 +307,16 @@ class LoaderConfig:
 
 
 @dataclass
+class EarlyStoppingConfig:
+    """Stop when `task.monitor` has not improved for `patience` validations in a row."""
+
+    patience: int | None = None
+    """Validations without improvement before training stops; null: never stop early."""
+    min_delta: float = 0.0
+    """An improvement must beat the best so far by more than this."""
+
+
+@dataclass
 class TrainerConfig:
     """The training loop."""
 
@@ -238,7 +334,9 @@ class TrainerConfig:
     """torch intra-op threads; null keeps PyTorch's default. Recorded either way."""
     perturb_step: int | None = None
     """Debugging aid, never for real runs: after this optimizer step, add 1e-3 to the first
-    weight (`python -m seedbed.verify --vary trainer.perturb_step=5` must then fail)."""
+    weight (`python -m seedbed.tools.verify --vary trainer.perturb_step=5` must then fail)."""
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    """Stop when the monitored metric stalls (off by default)."""
     distributed: bool = False
     """Data-parallel training (DDP): one process per rank, started by torchrun or as the tasks
     of a submitit job; gloo on the CPU, nccl on CUDA. Only rank 0 writes the run directory."""
@@ -298,10 +396,8 @@ class CheckpointConfig:
     """Also write one after each epoch's validation."""
     keep_last: int | None = 3
     """Keep this many of the newest step files (best.pt's is kept as well); null keeps all."""
-    best_metric: str | None = "val_loss"
-    """The validation metric that picks best.pt: val_loss or val_acc; null: no best.pt."""
-    best_mode: str = "min"
-    """min or max: whether a lower or a higher `best_metric` is better."""
+    save_best: bool = True
+    """Keep best.pt: the checkpoint with the best `task.monitor` value so far."""
 
 
 @dataclass
@@ -322,6 +418,7 @@ class TrainConfig:
     """Master seed, an int in [0, 2**32-1]: every stream below is derived from it."""
     seeds: SeedsConfig = field(default_factory=SeedsConfig)
     """Per-stream overrides."""
+    task: Any = MISSING
     data: Any = MISSING
     model: Any = MISSING
     init: InitConfig = field(default_factory=InitConfig)
@@ -337,8 +434,10 @@ class TrainConfig:
 
 # Groups whose options have different fields; the others are typed in TrainConfig directly.
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
+    "task": {"classification": ClassificationTaskConfig, "regression": RegressionTaskConfig},
     "data": {
         "synthetic": SyntheticDataConfig,
+        "synthetic_regression": SyntheticRegressionConfig,
         "synthetic_images": SyntheticImagesConfig,
         "npz": NpzDataConfig,
     },
@@ -348,9 +447,42 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
 }
 
 
+def run_name() -> str:
+    """`<YYYY-MM-DD_HH-MM-SS>_<6 hex>`: sortable by time, unique even within one second."""
+    return f"{datetime.now():%Y-%m-%d_%H-%M-%S}_{secrets.token_hex(3)}"
+
+
+def resumed_run_dir(resume_path: str | None, new_run_dir: str) -> str:
+    """Hydra's run dir: the resumed run's own directory, else a new one."""
+    from seedbed.runs.resume import run_dir_of
+
+    return str(run_dir_of(resume_path)) if resume_path else new_run_dir
+
+
+def hydra_output_subdir(resume_path: str | None) -> str:
+    """Where Hydra keeps its record: a resume adds its own beside the original `.hydra/`."""
+    return f".hydra/resume_{run_name()}" if resume_path else ".hydra"
+
+
+def optuna_direction(monitor: str, mode: str | None) -> str:
+    """`minimize` or `maximize`: what an Optuna search does with the monitored metric."""
+    if mode is None:
+        mode = "max" if monitor.endswith("/acc") else "min"
+    return "maximize" if mode == "max" else "minimize"
+
+
 def register_configs() -> None:
-    """Store the schemas under `schema/`; a YAML option starts from its own, e.g.
-    `defaults: [/schema/model@_here_: mlp]`, so composition checks its keys and types."""
+    """Make the configs composable: the resolvers train.yaml uses, and the schemas under
+    `schema/` (a YAML option starts from its own, e.g. `defaults: [/schema/model@_here_:
+    mlp]`, so composition checks its keys and types). Called by the command line before
+    Hydra starts; call it yourself before `hydra.compose`."""
+    for name, resolver in (
+        ("run_name", run_name),
+        ("resumed_run_dir", resumed_run_dir),
+        ("hydra_output_subdir", hydra_output_subdir),
+        ("optuna_direction", optuna_direction),
+    ):
+        OmegaConf.register_new_resolver(name, resolver, use_cache=True, replace=True)
     cs = ConfigStore.instance()
     cs.store(group="schema", name="train", node=TrainConfig)
     for group, schemas in GROUP_SCHEMAS.items():
@@ -358,19 +490,7 @@ def register_configs() -> None:
             cs.store(group=f"schema/{group}", name=name, node=node)
 
 
-INIT_SCHEMES = (
-    "kaiming_uniform",
-    "kaiming_normal",
-    "xavier_uniform",
-    "xavier_normal",
-    "orthogonal",
-    "torch_default",
-)
-FAN_MODES = ("fan_in", "fan_out")
 DEVICES = ("auto", "cpu", "cuda")
-DETERMINISM_MODES = ("strict", "warn", "off")
-BEST_METRICS = ("val_loss", "val_acc")
-BEST_MODES = ("min", "max")
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -408,7 +528,7 @@ def validate(cfg: DictConfig) -> None:
         if value is not None:
             _check_seed(f"seeds.{stream}", value)
 
-    _check_choice("init.scheme", cfg.init.scheme, INIT_SCHEMES)
+    _check_choice("init.scheme", cfg.init.scheme, SCHEMES)
     _check_choice("init.mode", cfg.init.mode, FAN_MODES)
     _check_choice("determinism.mode", cfg.determinism.mode, DETERMINISM_MODES)
     _check_choice("trainer.device", cfg.trainer.device, DEVICES)
@@ -455,12 +575,27 @@ def validate(cfg: DictConfig) -> None:
     _check(every is None or every > 0, "checkpoint.every_steps", every, "an int > 0 or null")
     keep = ckpt.keep_last
     _check(keep is None or keep > 0, "checkpoint.keep_last", keep, "an int > 0 or null")
-    if ckpt.best_metric is not None:
-        _check_choice("checkpoint.best_metric", ckpt.best_metric, BEST_METRICS)
-    _check_choice("checkpoint.best_mode", ckpt.best_mode, BEST_MODES)
+    stopping = cfg.trainer.early_stopping
+    patience = stopping.patience
+    _check(
+        patience is None or patience > 0,
+        "trainer.early_stopping.patience",
+        patience,
+        "an int > 0 or null (off)",
+    )
+    delta = stopping.min_delta
+    _check(delta >= 0, "trainer.early_stopping.min_delta", delta, "a number >= 0")
 
     val = cfg.data.get("val_fraction", 0.0)
     _check(0.0 < val < 1.0, "data.val_fraction", val, "a number in (0, 1)")
+    test = cfg.data.get("test_fraction", 0.0)
+    _check(0.0 <= test < 1.0, "data.test_fraction", test, "a number in [0, 1)")
+    _check(
+        val + test < 1.0,
+        "data.test_fraction",
+        test,
+        f"a number below 1 - data.val_fraction ({1 - val:g}): training needs samples",
+    )
     augment = cfg.data.get("augment")
     if augment is not None:
         _check(augment.noise_std >= 0, "data.augment.noise_std", augment.noise_std, "a number >= 0")

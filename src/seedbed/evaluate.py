@@ -1,10 +1,11 @@
 """Evaluate a checkpoint: `python eval.py ckpt=outputs/train/<run>/checkpoints/best.pt`.
 
-The model is rebuilt from the run's own resolved config (saved in the
-checkpoint), its weights loaded, and a split evaluated in eval mode. The result
-goes to `eval.json` in the run directory (or `out=`). Evaluation draws no random
-numbers and the file holds no time, so the same checkpoint gives the same file,
-byte for byte.
+The task, data and model are rebuilt from the run's own resolved config (saved
+in the checkpoint), the weights loaded, and a split (val by default, train, or
+the held-out test split) evaluated in eval mode with the task's metrics. The
+result goes to `eval.json` in the run directory (or `out=`). Evaluation draws
+no random numbers and the file holds no time, so the same checkpoint gives the
+same file, byte for byte.
 """
 
 from __future__ import annotations
@@ -18,37 +19,51 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from seedbed.checkpoint import atomic_write, load_checkpoint
-from seedbed.data import ArrayDataset
-from seedbed.determinism import set_determinism
-from seedbed.errors import EXIT_USER_ERROR, ConfigError, SeedbedError
-from seedbed.loader import EpochBatches, EpochBatchSampler
+from seedbed.data.arrays import ArrayDataset
+from seedbed.data.loader import eval_batches
 from seedbed.loop import evaluate
-from seedbed.record import weights_sha256
-from seedbed.resume import run_dir_of
-from seedbed.train import resolve_device
+from seedbed.runs.checkpoint import load_checkpoint
+from seedbed.runs.determinism import set_determinism
+from seedbed.runs.device import resolve_device
+from seedbed.runs.errors import EXIT_USER_ERROR, ConfigError, SeedbedError
+from seedbed.runs.files import atomic_write
+from seedbed.runs.record import weights_sha256
+from seedbed.runs.resume import run_dir_of
+from seedbed.train import build_task
 
-SPLITS = ("val", "train")
-USAGE = "usage: python eval.py ckpt=<checkpoint.pt> [split=val|train] [out=<file>] [device=<d>]"
+SPLITS = ("val", "train", "test")
+USAGE = (
+    "usage: python eval.py ckpt=<checkpoint.pt> [split=val|train|test] [out=<file>] [device=<d>]"
+)
 
 
 def evaluate_checkpoint(path: str | Path, split: str = "val", device: str | None = None) -> dict:
-    """The checkpoint's loss and accuracy on `split`, with what identifies them."""
+    """The checkpoint's task metrics on `split`, with what identifies them."""
     if split not in SPLITS:
         raise ConfigError("split", split, f"one of {', '.join(SPLITS)}")
     path = Path(path)
     checkpoint = load_checkpoint(path)
     cfg = OmegaConf.create(checkpoint["config"])
     set_determinism(cfg.determinism.mode)
-    target = resolve_device(device or cfg.trainer.device)
-    data = instantiate(cfg.data)
-    model = instantiate(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes)
+    target = resolve_device(device or cfg.trainer.device, key="device")
+    task = build_task(cfg.task)
+    data = task.prepare(instantiate(cfg.data))
+    splits = data.splits()
+    if split not in splits:
+        raise ConfigError(
+            "split",
+            split,
+            f"one of {', '.join(splits)}: this run's data has no test split "
+            "(set data.test_fraction, or give the .npz x_test and y_test)",
+        )
+    model = instantiate(cfg.model, input_shape=data.input_shape, num_outputs=data.num_outputs)
     model.load_state_dict(checkpoint["model"])
     model.to(target)
-    # The training split is evaluated as it is stored: without augmentation.
-    dataset = data.val if split == "val" else ArrayDataset(data.train.x, data.train.y)
-    sampler = EpochBatchSampler(len(dataset), cfg.loader.batch_size, seed=0, shuffle=False)
-    result = evaluate(model, EpochBatches(dataset, sampler), target)
+    dataset = splits[split]
+    if split == "train":  # evaluated as it is stored: without augmentation
+        dataset = ArrayDataset(dataset.x, dataset.y)
+    batches = eval_batches(dataset, cfg.loader.batch_size)
+    result = evaluate(model, batches, task, target, split=split)
     return {
         "checkpoint": str(path),
         "checkpoint_file": path.resolve().name,
@@ -58,7 +73,8 @@ def evaluate_checkpoint(path: str | Path, split: str = "val", device: str | None
         "step": checkpoint["loop"]["step"],
         "split": split,
         "device": str(target),
-        "metrics": {"loss": result["val_loss"], "acc": result["val_acc"]},
+        "samples": len(dataset),
+        "metrics": result,
     }
 
 
@@ -99,5 +115,5 @@ def cli() -> None:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     metrics = "  ".join(f"{k} {v:.6g}" for k, v in result["metrics"].items())
-    print(f"{result['split']} {metrics}  (step {result['step']})")
+    print(f"{metrics}  (step {result['step']})")
     print(f"wrote {out}")

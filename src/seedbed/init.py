@@ -27,6 +27,17 @@ _ACTIVATIONS: dict[type[nn.Module], str] = {
 }
 
 
+SCHEMES = (
+    "kaiming_uniform",
+    "kaiming_normal",
+    "xavier_uniform",
+    "xavier_normal",
+    "orthogonal",
+    "torch_default",
+)
+FAN_MODES = ("fan_in", "fan_out")
+
+
 def layer_nonlinearities(model: nn.Module) -> dict[nn.Module, tuple[str, float]]:
     """Each weight layer's (nonlinearity, negative slope), from the activation that follows it."""
     found: dict[nn.Module, tuple[str, float]] = {}

@@ -1,13 +1,14 @@
 """The training loop: plain PyTorch, top to bottom.
 
-Per step: forward, loss, backward, optional clipping, optimizer and scheduler
-step. The loss stays on the device until every `log_every` steps, when the
-window is copied once, checked for non-finite values and appended to
+Per step: forward, the task's loss, backward, optional clipping, optimizer and
+scheduler step. The loss stays on the device until every `log_every` steps,
+when the window is copied once, checked for non-finite values and appended to
 metrics.jsonl: no per-step synchronisation, no per-step file write. After each
-epoch: validation loss and accuracy. `LoopState` holds the counters (epoch,
-step, batch within the epoch) and the losses not yet logged, and speaks
-state_dict like everything else: a run resumed from it logs exactly the
-records the uninterrupted run logs.
+epoch: the task's validation metrics (`val/loss`, ...), then early stopping on
+the monitored one. `LoopState` holds the counters (epoch, step, batch within
+the epoch) and the losses not yet logged, and `EarlyStopping` its own; both
+speak state_dict like everything else, so a run resumed from them logs exactly
+the records, and stops at exactly the epoch, of the uninterrupted run.
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seedbed.errors import SeedbedError
-from seedbed.loader import EpochBatches
-from seedbed.record import MetricsLog
+from seedbed.data.loader import EpochBatches
+from seedbed.runs.errors import SeedbedError
+from seedbed.runs.record import MetricsLog
+from seedbed.task import Monitor, Task
 
 log = logging.getLogger(__name__)
 
@@ -58,30 +59,74 @@ class LoopState:
         self.train_loss = state.get("train_loss", math.nan)
 
 
+@dataclass
+class EarlyStopping:
+    """Stop when the monitored metric has not improved by more than `min_delta` for
+    `patience` validations in a row; `patience=None` never stops (the best is still kept)."""
+
+    monitor: Monitor
+    patience: int | None = None
+    min_delta: float = 0.0
+    best: float | None = None
+    stale: int = 0
+    stopped_at: dict[str, Any] | None = None
+
+    @property
+    def stopped(self) -> bool:
+        return self.stopped_at is not None
+
+    def update(self, val: dict[str, float], state: LoopState) -> bool:
+        """Take one validation's metrics; return True when training should stop now."""
+        value = val[self.monitor.metric]
+        if self.monitor.improves(value, self.best, self.min_delta):
+            self.best, self.stale = value, 0
+        else:
+            self.stale += 1
+        if self.patience is not None and self.stale >= self.patience:
+            self.stopped_at = {"epoch": state.epoch, "step": state.step}
+        return self.stopped
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "stale": self.stale, "stopped_at": self.stopped_at}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.stale, self.stopped_at = state["best"], state["stale"], state["stopped_at"]
+
+    def summary(self) -> dict[str, Any] | None:
+        """What run.json says of it: None while it is off."""
+        if self.patience is None:
+            return None
+        return {
+            "stopped_early": self.stopped,
+            **({"epoch": self.stopped_at["epoch"]} if self.stopped_at else {}),
+            "metric": self.monitor.metric,
+            "best": self.best,
+            "patience": self.patience,
+            "min_delta": self.min_delta,
+        }
+
+
 class NonFiniteLoss(SeedbedError):
     pass
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: EpochBatches, device: torch.device) -> dict[str, float]:
-    """Mean loss and accuracy over every batch, in eval mode."""
+def evaluate(
+    model: nn.Module, batches: EpochBatches, task: Task, device: torch.device, split: str = "val"
+) -> dict[str, float]:
+    """The task's metrics over every batch, in eval mode, named `<split>/<metric>`."""
     was_training = model.training
     model.eval()
-    total_loss = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
+    sums: dict[str, Tensor] = {}
     count = 0
     batches.set_epoch(0)
     for x, y in batches:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        logits = model(x)
-        total_loss += F.cross_entropy(logits, y, reduction="sum").double()
-        correct += (logits.argmax(dim=1) == y).sum()
+        for name, value in task.metric_sums(model(x), y).items():
+            sums[name] = sums[name] + value if name in sums else value
         count += len(y)
     model.train(was_training)
-    return {
-        "val_loss": total_loss.item() / max(count, 1),
-        "val_acc": correct.item() / max(count, 1),
-    }
+    return {f"{split}/{name}": value for name, value in task.reduce(sums, count).items()}
 
 
 def _progress(total: int, epoch: int, initial: int) -> Any:
@@ -92,8 +137,8 @@ def _progress(total: int, epoch: int, initial: int) -> Any:
         from tqdm import tqdm
     except ImportError:
         return None
-    return tqdm(
-        total=total, initial=initial, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True
+    return tqdm(  # epochs are numbered from 1 wherever a person reads them
+        total=total, initial=initial, desc=f"epoch {epoch + 1}", leave=False, dynamic_ncols=True
     )
 
 
@@ -104,8 +149,9 @@ def _flush_losses(state: LoopState, optimizer: torch.optim.Optimizer, metrics: M
     finite = torch.isfinite(losses)
     if not finite.all():
         first = state.step - len(losses) + 1 + int((~finite).nonzero()[0])
+        value, epoch = float(losses[~finite][0]), state.epoch + 1
         raise NonFiniteLoss(
-            f"training loss is {float(losses[~finite][0])} at step {first} (epoch {state.epoch}); "
+            f"training loss is {value} at step {first} (epoch {epoch}); "
             "lower optim.lr or set trainer.grad_clip"
         )
     mean = float(losses.mean())
@@ -129,6 +175,7 @@ def fit(
     train_batches: EpochBatches,
     val_batches: EpochBatches,
     *,
+    task: Task,
     state: LoopState,
     epochs: int,
     device: torch.device,
@@ -136,26 +183,30 @@ def fit(
     metrics: MetricsLog,
     grad_clip: float | None = None,
     limit_train_batches: int | None = None,
+    early_stopping: EarlyStopping | None = None,
     on_step_end: Callable[[LoopState], None] | None = None,
-    on_epoch_end: Callable[[LoopState, dict[str, float]], None] | None = None,
+    on_validation: Callable[[LoopState, dict[str, float]], None] | None = None,
 ) -> dict[str, float]:
-    """Train from `state` until `epochs` are done; return the final metrics.
+    """Train from `state` until `epochs` are done or early stopping ends it; return the final
+    metrics (`train/loss`, the task's `val/*`, `epochs`, `steps`).
 
-    `on_step_end` runs after every step and `on_epoch_end` after each validation
+    `on_step_end` runs after every step and `on_validation` after each validation
     (checkpoints, a requested stop); either may raise to end training there.
     """
     batches_per_epoch = min(len(train_batches), limit_train_batches or math.inf)
     state.losses = [loss.to(device) for loss in state.losses]  # restored ones come on the CPU
+    on_cpu = device.type == "cpu"  # nothing to copy: saves two calls a step
     val: dict[str, float] = {}
     model.train()
-    while state.epoch < epochs:
+    while state.epoch < epochs and not (early_stopping is not None and early_stopping.stopped):
         train_batches.set_epoch(state.epoch, start_batch=state.batch)
         bar = _progress(batches_per_epoch, state.epoch, state.batch)
         for x, y in train_batches:
             if state.batch >= batches_per_epoch:
                 break
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss = F.cross_entropy(model(x), y)
+            if not on_cpu:
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            loss = task.loss(model(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if grad_clip is not None:
@@ -168,7 +219,6 @@ def fit(
             state.batch += 1
             if state.step % log_every == 0:
                 state.train_loss = _flush_losses(state, optimizer, metrics)
-                log.debug("epoch %d step %d loss %.6f", state.epoch, state.step, state.train_loss)
                 if bar is not None:
                     bar.set_postfix(loss=f"{state.train_loss:.4f}", refresh=False)
             if bar is not None:
@@ -180,22 +230,30 @@ def fit(
         if state.losses:
             state.train_loss = _flush_losses(state, optimizer, metrics)
 
-        val = evaluate(model, val_batches, device)
+        val = evaluate(model, val_batches, task, device)
         metrics.write({"kind": "val", "epoch": state.epoch, "step": state.step, **val})
         log.info(
-            "epoch %d/%d  step %d  train_loss %.4f  val_loss %.4f  val_acc %.4f",
+            "epoch %d/%d  step %d  train/loss %.4f  %s",
             state.epoch + 1,
             epochs,
             state.step,
             state.train_loss,
-            val["val_loss"],
-            val["val_acc"],
+            "  ".join(f"{name} {value:.4f}" for name, value in val.items()),
         )
         state.epoch += 1
         state.batch = 0
-        if on_epoch_end is not None:
-            on_epoch_end(state, val)
+        stop = early_stopping is not None and early_stopping.update(val, state)
+        if on_validation is not None:
+            on_validation(state, val)
+        if stop:
+            log.info(
+                "early stopping after epoch %d: %s has not improved on %.6g for %d epochs",
+                state.epoch,
+                early_stopping.monitor.metric,
+                early_stopping.best,
+                early_stopping.stale,
+            )
 
     if not val:
-        val = evaluate(model, val_batches, device)
-    return {"train_loss": state.train_loss, **val, "epochs": state.epoch, "steps": state.step}
+        val = evaluate(model, val_batches, task, device)
+    return {"train/loss": state.train_loss, **val, "epochs": state.epoch, "steps": state.step}

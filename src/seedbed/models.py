@@ -1,6 +1,7 @@
 """Models: nn.Modules that only construct. Initialisation is `seedbed.init`'s job.
 
-A model takes `input_shape` and `num_classes` from the data, and the rest from
+A model takes `input_shape` from the data and `num_outputs` from the task (classes, or
+the width of a regression target), and the rest from
 its config group (`configs/model/<name>.yaml`, built by `_target_`). Layers are
 declared in the order they run, so `seedbed.init` finds each layer's
 nonlinearity in the module that follows it.
@@ -13,6 +14,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from seedbed.runs.errors import ConfigError
+
 
 class MLP(nn.Module):
     """Flatten, then Linear -> ReLU -> Dropout per hidden layer, then a Linear classifier."""
@@ -20,7 +23,7 @@ class MLP(nn.Module):
     def __init__(
         self,
         input_shape: Sequence[int],
-        num_classes: int,
+        num_outputs: int,
         hidden: Sequence[int] = (128, 128),
         dropout: float = 0.1,
     ) -> None:
@@ -30,7 +33,7 @@ class MLP(nn.Module):
         for size in hidden:
             layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(dropout)]
             width = size
-        layers.append(nn.Linear(width, num_classes))
+        layers.append(nn.Linear(width, num_outputs))
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -43,11 +46,18 @@ class CNN(nn.Module):
     def __init__(
         self,
         input_shape: Sequence[int],
-        num_classes: int,
+        num_outputs: int,
         channels: Sequence[int] = (16, 32),
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
+        if len(input_shape) != 3:
+            raise ConfigError(
+                "model",
+                "CNN",
+                f"image inputs shaped (channels, height, width); the data's inputs are "
+                f"{tuple(input_shape)} (use model=mlp for vectors)",
+            )
         in_channels, height, width = input_shape
         blocks: list[nn.Module] = []
         for out_channels in channels:
@@ -58,11 +68,20 @@ class CNN(nn.Module):
             ]
             in_channels, height, width = out_channels, height // 2, width // 2
         if height < 1 or width < 1:
-            raise ValueError(f"input {tuple(input_shape)} is too small for {len(channels)} blocks")
+            raise ConfigError(
+                "model.channels",
+                list(channels),
+                f"at most {_max_blocks(input_shape)} blocks for inputs {tuple(input_shape)}: "
+                "each block halves the image",
+            )
         self.features = nn.Sequential(*blocks)
         self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Dropout(dropout), nn.Linear(in_channels * height * width, num_classes)
+            nn.Flatten(), nn.Dropout(dropout), nn.Linear(in_channels * height * width, num_outputs)
         )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.features(x))
+
+
+def _max_blocks(input_shape: Sequence[int]) -> int:
+    return max(min(input_shape[1:]).bit_length() - 1, 0)

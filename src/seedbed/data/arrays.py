@@ -1,0 +1,306 @@
+"""Datasets: in-memory tensors, a train/val split that depends on the data's own seed only,
+and per-sample augmentation drawn from a generator keyed by (augment seed, epoch, index).
+
+A dataset item is addressed by `(epoch, index)`, not by index alone: the
+augmentation of a sample is then a pure function of those counters, identical
+in the main process and in any DataLoader worker, and different every epoch.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from seedbed.runs.errors import ConfigError
+from seedbed.runs.seeding import child_seed
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Gaussian noise plus feature dropout, drawn from a per-sample NumPy generator."""
+
+    noise_std: float = 0.1
+    drop_prob: float = 0.05
+
+    def __call__(self, x: Tensor, rng: np.random.Generator) -> Tensor:
+        noise = rng.standard_normal(x.shape, dtype=np.float32) * self.noise_std
+        keep = rng.random(x.shape, dtype=np.float32) >= self.drop_prob
+        return (x + torch.from_numpy(noise)) * torch.from_numpy(keep)
+
+
+def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The generator of sample `index` in `epoch`: the same in every process and every run."""
+    return np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=(epoch, index)))
+
+
+class ArrayDataset(Dataset):
+    """Inputs and labels held as tensors; items are addressed by (epoch, index)."""
+
+    def __init__(self, x: Tensor, y: Tensor, augment: Augment | None = None) -> None:
+        self.x, self.y, self.augment = x, y, augment
+        self.augment_seed: int | None = None
+
+    def with_augment_seed(self, seed: int) -> ArrayDataset:
+        """Attach the augment stream's seed (a runtime value, not config)."""
+        self.augment_seed = seed
+        return self
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    @property
+    def has_transform(self) -> bool:
+        return self.augment is not None
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        epoch, index = key
+        x = self.x[index]
+        if self.augment is not None:
+            if self.augment_seed is None:
+                raise RuntimeError("augmentation needs with_augment_seed(seed) first")
+            x = self.augment(x, sample_rng(self.augment_seed, epoch, index))
+        return x, self.y[index]
+
+    def batch(self, indices: Tensor) -> tuple[Tensor, Tensor]:
+        """A whole batch by tensor indexing: only for data without a per-sample transform."""
+        return self.x[indices], self.y[indices]
+
+
+@dataclass
+class DataSplits:
+    """What the rest of the code needs from the data: the splits and the input shape.
+
+    `num_classes` is what the source knows (e.g. `n_classes` of a synthetic set, whose
+    rarest class may be absent); `num_outputs` is set by the task from the targets.
+    `sources` says which files were read (for the run record).
+    """
+
+    train: ArrayDataset
+    val: ArrayDataset
+    input_shape: tuple[int, ...]
+    test: ArrayDataset | None = None
+    num_classes: int | None = None
+    num_outputs: int | None = None
+
+    def splits(self) -> dict[str, ArrayDataset]:
+        """The splits that exist, by name: train, val and (when there is one) test."""
+        found = {"train": self.train, "val": self.val}
+        if self.test is not None:
+            found["test"] = self.test
+        return found
+
+
+def split_indices(
+    n: int, val_fraction: float, seed: int, test_fraction: float = 0.0
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(train, val, test) indices: one permutation drawn from the data's own seed, not the
+    run's. Val is taken first, so adding a test split leaves the validation samples as they
+    were (the test samples come out of training)."""
+    generator = torch.Generator().manual_seed(child_seed(seed, 0))
+    order = torch.randperm(n, generator=generator)
+    n_val = max(1, round(n * val_fraction)) if val_fraction > 0 else 0
+    n_test = max(1, round(n * test_fraction)) if test_fraction > 0 else 0
+    if n - n_val - n_test < 1:
+        raise ConfigError(
+            "data.test_fraction",
+            test_fraction,
+            f"a fraction that leaves training samples: {n} samples, {n_val} for val, "
+            f"{n_test} for test",
+        )
+    val, test, train = order[:n_val], order[n_val : n_val + n_test], order[n_val + n_test :]
+    return train.sort().values, val.sort().values, test.sort().values
+
+
+def _make_splits(
+    x: Tensor,
+    y: Tensor,
+    val_fraction: float,
+    seed: int,
+    augment: Augment | None,
+    num_classes: int | None = None,
+    test_fraction: float = 0.0,
+) -> DataSplits:
+    train_idx, val_idx, test_idx = split_indices(len(y), val_fraction, seed, test_fraction)
+    return DataSplits(
+        train=ArrayDataset(x[train_idx], y[train_idx], augment),
+        val=ArrayDataset(x[val_idx], y[val_idx]),
+        test=ArrayDataset(x[test_idx], y[test_idx]) if len(test_idx) else None,
+        input_shape=tuple(x.shape[1:]),
+        num_classes=num_classes,
+    )
+
+
+def _tensors(x: np.ndarray, y: np.ndarray) -> tuple[Tensor, Tensor]:
+    """float32 inputs; targets as they are stored (the task converts and checks them)."""
+    return (
+        torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+        torch.from_numpy(np.ascontiguousarray(y)),
+    )
+
+
+def _augment(cfg: object | None) -> Augment | None:
+    if cfg is None:
+        return None
+    return Augment(noise_std=float(cfg.noise_std), drop_prob=float(cfg.drop_prob))
+
+
+def synthetic_classification(
+    n_samples: int,
+    n_features: int,
+    n_classes: int,
+    class_sep: float,
+    val_fraction: float,
+    seed: int,
+    test_fraction: float = 0.0,
+    augment: object | None = None,
+) -> DataSplits:
+    """Gaussian clusters around random class centres, generated from `seed`."""
+    rng = np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=(1,)))
+    centres = rng.standard_normal((n_classes, n_features)) * class_sep
+    y = rng.integers(0, n_classes, size=n_samples)
+    x = centres[y] + rng.standard_normal((n_samples, n_features))
+    return _make_splits(
+        *_tensors(x, y), val_fraction, seed, _augment(augment), n_classes, test_fraction
+    )
+
+
+def synthetic_regression(
+    n_samples: int,
+    n_features: int,
+    n_targets: int,
+    noise: float,
+    val_fraction: float,
+    seed: int,
+    test_fraction: float = 0.0,
+    augment: object | None = None,
+) -> DataSplits:
+    """y = sin(x W1) W2 + noise: a smooth non-linear map from `n_features` to `n_targets`."""
+    rng = np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=(3,)))
+    w1 = rng.standard_normal((n_features, 16)) / np.sqrt(n_features)
+    w2 = rng.standard_normal((16, n_targets))
+    x = rng.standard_normal((n_samples, n_features))
+    y = np.sin(x @ w1 * 2) @ w2 + noise * rng.standard_normal((n_samples, n_targets))
+    y = y[:, 0] if n_targets == 1 else y
+    return _make_splits(
+        *_tensors(x, y.astype(np.float32)),
+        val_fraction,
+        seed,
+        _augment(augment),
+        test_fraction=test_fraction,
+    )
+
+
+def synthetic_images(
+    n_samples: int,
+    channels: int,
+    size: int,
+    n_classes: int,
+    noise: float,
+    val_fraction: float,
+    seed: int,
+    test_fraction: float = 0.0,
+    augment: object | None = None,
+) -> DataSplits:
+    """A random template image per class plus per-sample noise, generated from `seed`."""
+    rng = np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=(2,)))
+    templates = rng.standard_normal((n_classes, channels, size, size))
+    y = rng.integers(0, n_classes, size=n_samples)
+    x = templates[y] + noise * rng.standard_normal((n_samples, channels, size, size))
+    return _make_splits(
+        *_tensors(x, y), val_fraction, seed, _augment(augment), n_classes, test_fraction
+    )
+
+
+NPZ_ARRAYS = ("x", "y", "x_val", "y_val", "x_test", "y_test")
+
+
+def _check_pair(path: str, x: np.ndarray, y: np.ndarray, x_name: str, y_name: str) -> None:
+    allowed = f"an .npz whose {x_name} and {y_name}"
+    if x.ndim < 1 or not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+        raise ConfigError(
+            "data.path",
+            path,
+            f"{allowed} are numeric arrays ({x_name}: {x.dtype}, shape {x.shape})",
+        )
+    if y.ndim < 1 or not (np.issubdtype(y.dtype, np.number) or y.dtype == np.bool_):
+        raise ConfigError(
+            "data.path",
+            path,
+            f"{allowed} are numeric arrays ({y_name}: {y.dtype}, shape {y.shape})",
+        )
+    if len(x) != len(y):
+        raise ConfigError(
+            "data.path",
+            path,
+            f"{allowed} have the same length ({x_name}: {len(x)}, {y_name}: {len(y)})",
+        )
+    for name, array in ((x_name, x), (y_name, y)):
+        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+            raise ConfigError("data.path", path, f"finite values in {name} (it holds NaN or inf)")
+
+
+def npz_dataset(
+    path: str,
+    val_fraction: float,
+    seed: int,
+    test_fraction: float = 0.0,
+    augment: object | None = None,
+) -> DataSplits:
+    """A user's .npz file: `x` (inputs, any shape) and `y` (targets: int labels for
+    classification, floats for regression); `x_val`/`y_val` and `x_test`/`y_test` are used
+    as those splits when present, else they are drawn from `x`/`y` by the fractions."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError("data.path", path, "an existing .npz file with arrays x and y")
+    try:
+        with np.load(file, allow_pickle=False) as npz:
+            if not isinstance(npz, np.lib.npyio.NpzFile):
+                raise ConfigError(
+                    "data.path", path, "an .npz archive (this is a single .npy array)"
+                )
+            missing = [name for name in ("x", "y") if name not in npz.files]
+            if missing:
+                raise ConfigError(
+                    "data.path", path, f"an .npz with arrays x and y (missing {', '.join(missing)})"
+                )
+            arrays = {name: npz[name] for name in NPZ_ARRAYS if name in npz.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, AttributeError) as error:
+        raise ConfigError(
+            "data.path", path, f"a readable .npz file ({type(error).__name__}: {error})"
+        ) from error
+    for split in ("", "_val", "_test"):
+        has_x, has_y = f"x{split}" in arrays, f"y{split}" in arrays
+        if has_x != has_y:
+            raise ConfigError("data.path", path, f"both x{split} and y{split}, or neither")
+        if has_x:
+            _check_pair(path, arrays[f"x{split}"], arrays[f"y{split}"], f"x{split}", f"y{split}")
+    if len(arrays["y"]) < 2:
+        raise ConfigError("data.path", path, "at least 2 samples in x and y")
+    augment_fn = _augment(augment)
+    given_val, given_test = "x_val" in arrays, "x_test" in arrays
+    data = _make_splits(
+        *_tensors(arrays["x"], arrays["y"]),
+        0.0 if given_val else val_fraction,
+        seed,
+        augment_fn,
+        test_fraction=0.0 if given_test else test_fraction,
+    )
+    if given_val:
+        data.val = ArrayDataset(*_tensors(arrays["x_val"], arrays["y_val"]))
+    if given_test:
+        data.test = ArrayDataset(*_tensors(arrays["x_test"], arrays["y_test"]))
+    for name, dataset in data.splits().items():
+        if tuple(dataset.x.shape[1:]) != data.input_shape:
+            raise ConfigError(
+                "data.path",
+                path,
+                f"inputs of one shape in every split (x: {data.input_shape}, "
+                f"{name}: {tuple(dataset.x.shape[1:])})",
+            )
+    return data

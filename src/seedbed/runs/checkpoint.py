@@ -1,0 +1,231 @@
+"""Checkpoints: atomic, checksummed files of `{name: part.state_dict()}`, and when to write them.
+
+A checkpoint is `torch.save` bytes followed by a one-line trailer holding their
+SHA-256 (`torch.load` ignores it, so the file stays a plain PyTorch checkpoint).
+It is written to a temporary file in the same directory, flushed, fsynced and
+renamed over the target: a crash at any instant leaves the old file or the new
+one, never half of one. Loading checks the trailer first, so a truncated,
+empty or altered file is refused with a message naming it, then uses
+`torch.load(weights_only=True)`, which refuses anything but tensors and plain
+containers: a checkpoint cannot run code.
+
+`Checkpointer` is handed the run's stateful parts by name once, saves and
+restores exactly those, and decides when to write (`checkpoint.*` in the
+config): every `every_steps` steps, after each validation, on request
+(interrupt, end of training); it keeps `keep_last` step files and points
+`last.pt` and `best.pt` (by the task's monitored metric) at theirs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import pickle
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from seedbed.runs.errors import SeedbedError
+from seedbed.runs.files import atomic_write, fsync_dir
+
+log = logging.getLogger(__name__)
+
+CHECKSUM_TAG = b"\nseedbed-sha256:"
+TRAILER_SIZE = len(CHECKSUM_TAG) + 64 + 1
+STEP_FILE = re.compile(r"step_(\d+)\.pt")
+
+
+class CheckpointError(SeedbedError):
+    """A checkpoint that cannot be used; the message names the file."""
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Write `state` (CPU tensors and plain values) atomically, with its checksum."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getbuffer()
+    trailer = CHECKSUM_TAG + hashlib.sha256(payload).hexdigest().encode() + b"\n"
+
+    def write(file: Any) -> None:
+        file.write(payload)
+        file.write(trailer)
+
+    atomic_write(path, write)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint onto the CPU after checking its checksum; tensors and containers only."""
+    path = Path(path)
+    try:
+        data = memoryview(path.read_bytes())
+    except OSError as error:
+        raise CheckpointError(f"checkpoint {path} cannot be read: {error.strerror}") from error
+    if len(data) == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
+    payload, trailer = data[:-TRAILER_SIZE], bytes(data[-TRAILER_SIZE:])
+    if not trailer.startswith(CHECKSUM_TAG):
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or not a seedbed checkpoint (no checksum at its end)"
+        )
+    if hashlib.sha256(payload).hexdigest().encode() != trailer[len(CHECKSUM_TAG) : -1]:
+        raise CheckpointError(f"checkpoint {path} fails its SHA-256 checksum: the file is corrupt")
+    try:
+        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        first = str(error).strip().splitlines()[0]
+        raise CheckpointError(
+            f"checkpoint {path} is refused: loading it needs arbitrary unpickling, "
+            f"which could run code ({first})"
+        ) from error
+    except Exception as error:
+        raise CheckpointError(f"checkpoint {path} cannot be loaded: {error}") from error
+
+
+def to_cpu(state: Any) -> Any:
+    """A copy of `state` with every tensor on the CPU, synchronising CUDA at most once.
+
+    Each CUDA tensor is copied without blocking (into pinned memory), then one
+    synchronisation waits for all the copies together.
+    """
+    copied_from_cuda = False
+
+    def copy(value: Any) -> Any:
+        nonlocal copied_from_cuda
+        if isinstance(value, torch.Tensor):
+            if value.device.type == "cpu":
+                return value.detach()
+            copied_from_cuda = True
+            return value.detach().to("cpu", non_blocking=True)
+        if isinstance(value, Mapping):
+            return {key: copy(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            if all(isinstance(item, (int, float)) for item in value):
+                return value  # e.g. an RNG state's 625 ints: nothing to move, nothing to walk
+            return type(value)(copy(item) for item in value)
+        return value
+
+    result = copy(state)
+    if copied_from_cuda:
+        torch.cuda.synchronize()
+    return result
+
+
+def step_file(step: int) -> str:
+    return f"step_{step:06d}.pt"
+
+
+def step_files(directory: Path) -> list[Path]:
+    """The `step_*.pt` files of `directory`, newest (highest step) first."""
+    found = [
+        (int(m.group(1)), p)
+        for p in directory.glob("step_*.pt")
+        if (m := STEP_FILE.fullmatch(p.name))
+    ]
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def point_link(link: Path, target_name: str) -> None:
+    """Make `link` (last.pt, best.pt) a relative symlink to `target_name`, atomically."""
+    tmp = link.with_name(f".{link.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    os.symlink(target_name, tmp)
+    os.replace(tmp, link)
+    fsync_dir(link.parent)
+
+
+class Stateful(Protocol):
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class Checkpointer:
+    """Writes checkpoints when the config says so; keeps `last.pt`, `best.pt`, `keep_last` files.
+
+    It is handed the run's stateful parts by name once (`parts`: model, optimizer, loop
+    counters, ...; None for a part a run does not have): a checkpoint is
+    `{name: part.state_dict()}` plus `extras()` (RNG states, the metrics file's offset,
+    the config), and `restore` loads the same names back, so saving and restoring can
+    never drift apart. `best` ({metric, value, step, file}, by `monitor`) is saved too.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        parts: Mapping[str, Stateful | None],
+        extras: Callable[[], dict[str, Any]],
+        *,
+        monitor: Any,
+        every_steps: int | None,
+        at_epoch_end: bool,
+        keep_last: int | None,
+        save_best: bool,
+        steps_per_epoch: int,
+    ) -> None:
+        self.directory, self.parts, self.extras = directory, dict(parts), extras
+        self.monitor = monitor if save_best else None
+        self.every_steps, self.at_epoch_end, self.keep_last = every_steps, at_epoch_end, keep_last
+        self.steps_per_epoch = steps_per_epoch
+        self.best: dict[str, Any] | None = None
+        self.saved_at: tuple[int, int, int] | None = None
+
+    def capture(self) -> dict[str, Any]:
+        """The whole state: every part's state_dict (tensors may be on any device)."""
+        state = {
+            name: part.state_dict() if part is not None else None
+            for name, part in self.parts.items()
+        }
+        return {**state, "best": self.best, **self.extras()}
+
+    def restore(self, checkpoint: Mapping[str, Any]) -> None:
+        """Load every part from `checkpoint` (RNG states are the caller's, restored last)."""
+        for name, part in self.parts.items():
+            if part is not None:
+                part.load_state_dict(checkpoint[name])
+        self.best = checkpoint.get("best")
+
+    def _due(self, step: int) -> bool:
+        return bool(self.every_steps) and step % self.every_steps == 0
+
+    def after_step(self, loop: Any) -> None:
+        # On an epoch's last batch the epoch-end checkpoint (after validation) takes its place.
+        if self._due(loop.step) and loop.batch < self.steps_per_epoch:
+            self.save(loop)
+
+    def after_validation(self, loop: Any, val: Mapping[str, float]) -> None:
+        metric = self.monitor.metric if self.monitor else None
+        best = self.best["value"] if self.best else None
+        improved = metric is not None and self.monitor.improves(val[metric], best)
+        if improved:
+            self.best = {"metric": metric, "value": val[metric], "step": loop.step}
+            self.best["file"] = step_file(loop.step)
+        if self.at_epoch_end or improved or self._due(loop.step):
+            self.save(loop)
+        if improved:
+            point_link(self.directory / "best.pt", self.best["file"])
+            log.info("best.pt: %s %.6g at step %d", metric, self.best["value"], loop.step)
+
+    def save(self, loop: Any) -> Path:
+        """Write the current state as `step_<step>.pt`, point last.pt at it, drop old ones."""
+        path = self.directory / step_file(loop.step)
+        where = (loop.epoch, loop.step, loop.batch)
+        if self.saved_at == where and path.exists():
+            return path  # this very state is on disk already
+        save_checkpoint(path, to_cpu(self.capture()))
+        point_link(self.directory / "last.pt", path.name)
+        self.saved_at = where
+        self._drop_old()
+        return path
+
+    def _drop_old(self) -> None:
+        if self.keep_last is None:
+            return
+        keep = {self.best["file"]} if self.best else set()
+        for path in step_files(self.directory)[self.keep_last :]:
+            if path.name not in keep:
+                path.unlink(missing_ok=True)

@@ -1,0 +1,139 @@
+"""The command line around the Hydra task: `python train.py ...` ends in one line, not a trace.
+
+`cli` runs Hydra with HYDRA_FULL_ERROR set so that errors reach it, then turns
+every expected one (a bad override, an impossible value, a missing file) into
+one line on stderr and exit status 2, with the traceback kept in train.log. A
+config that does not even compose still gets a run directory saying why. A run
+stopped by a signal prints how to resume it and exits with 128 + the signal.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from seedbed.config import CONFIG_DIR, register_configs, run_name
+from seedbed.runs.distributed import launched_rank
+from seedbed.runs.errors import EXIT_USER_ERROR, ConfigError, SeedbedError, error_line
+from seedbed.runs.interrupts import TrainingInterrupted, exit_status
+from seedbed.runs.record import RunRecord, command_line
+from seedbed.runs.session import run_training
+
+log = logging.getLogger("seedbed")
+
+# Filled by each Hydra job as it starts: an error raised before any did is a composition error.
+jobs_started: list[int] = []
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+def main(cfg: DictConfig) -> float:
+    """The Hydra task: one run in Hydra's output directory. Returns the monitored metric's
+    final value (`task.monitor`: what an Optuna search optimises)."""
+    jobs_started.append(1)
+    hydra_config = HydraConfig.get()
+    run_dir = Path(hydra_config.runtime.output_dir)
+    overrides = list(hydra_config.overrides.task)
+    if launched_rank() != 0:
+        log.setLevel(logging.WARNING)  # one rank's progress lines are enough on the console
+        # Only rank 0 writes the run directory; the others record into a scratch one.
+        with tempfile.TemporaryDirectory(prefix=f"seedbed-rank{launched_rank()}-") as scratch:
+            final = run_training(cfg, Path(scratch), overrides)
+        return final[cfg.task.monitor]
+    final = run_training(cfg, run_dir, overrides)
+    # The run's own monitor: a resumed run's config is the saved one, not this command's.
+    return final[RunRecord(run_dir).data["monitor"]["metric"]]
+
+
+def _record_composition_failure(error: BaseException) -> Path | None:
+    """A config that does not compose still gets a run directory saying why (single runs only)."""
+    args = sys.argv[1:]
+    if any(
+        a in ("-m", "--multirun") or a.startswith(("--cfg", "-c", "--help", "-h")) for a in args
+    ):
+        return None
+    if any(a.startswith("resume.path=") for a in args):
+        return None  # the run being resumed keeps its record; no new directory
+    run_dir = next(
+        (Path(a.split("=", 1)[1]) for a in args if a.startswith("hydra.run.dir=")),
+        Path("outputs") / "train" / run_name(),
+    )
+    record = RunRecord(run_dir)
+    record.start("# the config did not compose: see run.json\n", command_line())
+    record.finish("failed", error=error_line(error))
+    (run_dir / "train.log").write_text("".join(traceback.format_exception(error)))
+    return run_dir
+
+
+def expand_resume_shorthand(args: list[str]) -> list[str]:
+    """`resume=<path>` is short for `resume.path=<path>`, so `resume.force=true` fits beside it."""
+    return [f"resume.path={a[len('resume=') :]}" if a.startswith("resume=") else a for a in args]
+
+
+def missing_resume_path(args: list[str]) -> str | None:
+    """The message for a `resume.path` that does not exist, before Hydra makes any directory."""
+    if "-m" in args or "--multirun" in args:
+        return None
+    for arg in args:
+        if arg.startswith("resume.path="):
+            path = arg.split("=", 1)[1]
+            if path not in ("", "null") and not Path(path).exists():
+                error = ConfigError("resume.path", path, "a run directory or a checkpoint file")
+                return f"{error} (it does not exist)"
+    return None
+
+
+def cli() -> None:
+    """Run Hydra; an expected error becomes one line on stderr and exit status 2."""
+    register_configs()
+    sys.argv[1:] = expand_resume_shorthand(sys.argv[1:])
+    if launched_rank() != 0:
+        # Every torchrun process would make its own Hydra run dir (each names it anew):
+        # the ranks other than 0 log into a scratch one instead, removed when they exit.
+        scratch = tempfile.mkdtemp(prefix=f"seedbed-rank{launched_rank()}-")
+        atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+        sys.argv.append(f"hydra.run.dir={scratch}")
+    if (message := missing_resume_path(sys.argv[1:])) is not None:
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    asked = os.environ.get("HYDRA_FULL_ERROR")
+    if asked == "1":
+        main()  # the user asked for full tracebacks
+        return
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's printer
+    jobs_started.clear()
+    try:
+        main()
+    except TrainingInterrupted as stopped:
+        print(str(stopped), file=sys.stderr)
+        sys.exit(exit_status(stopped.signum))
+    except (SeedbedError, KeyboardInterrupt) as error:
+        print(f"error: {error_line(error)}", file=sys.stderr)
+        if isinstance(error, KeyboardInterrupt):
+            sys.exit(exit_status(getattr(error, "signum", signal.SIGINT)))
+        sys.exit(EXIT_USER_ERROR)
+    except (HydraException, OmegaConfBaseException) as error:
+        if jobs_started:
+            raise  # a bug inside a job, not a bad config: keep the traceback
+        # Composition failed (unknown key, wrong type, unknown option): no job ever ran.
+        run_dir = _record_composition_failure(error)
+        where = f" (recorded in {run_dir / 'run.json'})" if run_dir else ""
+        print(f"error: {error_line(error)}{where}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    finally:
+        if asked is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = asked

@@ -1,0 +1,110 @@
+"""Data-parallel training over processes, started by torchrun or as the tasks of a submitit job.
+
+`trainer.distributed=true` makes each process one rank of a
+`DistributedDataParallel` run: backend gloo on the CPU, nccl on CUDA. The
+ranks share the weight-init, data-order and augmentation streams (the same
+initial weights; one epoch permutation, sharded like `DistributedSampler`;
+a sample's augmentation keyed by its index, whichever rank draws it) and
+derive their own dropout/global streams from the master seed and their rank
+(see `seeding.seed_everything`). Only rank 0 writes the run directory: the
+others work in a scratch directory that is removed when they finish.
+
+Two runs with the same seed and world size give the same bits. A DDP run does
+not give the bits of a single-process run: the gradient all-reduce sums in
+another order, and each rank sees its own shard.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from seedbed.runs.errors import ConfigError
+from seedbed.runs.seeding import capture_rng_states
+
+
+@dataclass(frozen=True)
+class RankInfo:
+    """Where this process stands in the run: its rank, the number of ranks, its local rank."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def launched_rank() -> int:
+    """This process's rank as its launcher set it (torchrun, a submitit task, srun), else 0.
+
+    Known before torch.distributed starts, so that Hydra and the run record can
+    already tell rank 0 from the others.
+    """
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"])
+    if "SUBMITIT_EXECUTOR" in os.environ:
+        from submitit import JobEnvironment
+
+        return JobEnvironment().global_rank
+    return int(os.environ.get("SLURM_PROCID", "0"))
+
+
+def _export_submitit_environment() -> None:
+    """In a submitit task, set the env:// variables (RANK, WORLD_SIZE, MASTER_ADDR, ...)."""
+    if "RANK" in os.environ or "SUBMITIT_EXECUTOR" not in os.environ:
+        return
+    from submitit.helpers import TorchDistributedEnvironment
+
+    # Keep every GPU visible: the device is chosen by LOCAL_RANK, as under torchrun.
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+
+
+def init_distributed(device: torch.device) -> RankInfo:
+    """Join the process group (env:// rendezvous) and pick this rank's device."""
+    _export_submitit_environment()
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        raise ConfigError(
+            "trainer.distributed",
+            True,
+            "false unless started by torchrun or as the tasks of a submitit job "
+            "(RANK and WORLD_SIZE are not set)",
+        )
+    info = RankInfo(
+        rank=int(os.environ["RANK"]),
+        world_size=int(os.environ["WORLD_SIZE"]),
+        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+    )
+    if device.type == "cuda":
+        torch.cuda.set_device(info.local_rank)
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return info
+
+
+def rank_device(device: torch.device, info: RankInfo) -> torch.device:
+    """This rank's device: cuda:<local rank> on GPUs, the CPU as it is."""
+    return torch.device("cuda", info.local_rank) if device.type == "cuda" else device
+
+
+def teardown_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def gather_rng_states() -> list[dict]:
+    """Every rank's RNG states, in rank order, for rank 0's checkpoint (a collective)."""
+    states: list[dict] = [{} for _ in range(dist.get_world_size())]
+    dist.all_gather_object(states, capture_rng_states())
+    return states
+
+
+def agree_on_signal(signum: int | None, device: torch.device) -> int | None:
+    """The stop signal any rank has received (a collective, once a step): all ranks then
+    checkpoint and stop after the same step, so their collectives stay in step."""
+    flag = torch.tensor([signum or 0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return int(flag.item()) or None

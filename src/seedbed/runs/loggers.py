@@ -1,0 +1,190 @@
+"""Optional metric loggers beside metrics.jsonl: TensorBoard and MLflow.
+
+Each logger takes the records metrics.jsonl gets, through the same two
+methods (`write(record)`, `close()`), so the training loop knows nothing about
+them. A record `{"kind": "train", "step": 40, "loss": ...}` becomes the scalar
+`train/loss` at step 40. A logger whose package is missing fails before
+training starts, naming the extra to install.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from omegaconf import DictConfig, OmegaConf
+
+from seedbed.config import flatten
+from seedbed.runs.errors import SeedbedError
+
+# Keys of a record that say where it belongs rather than what was measured.
+POSITION_KEYS = ("kind", "epoch", "step")
+# The packages each logger imports, and the extra that installs them.
+LOGGER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboard"), "mlflow": ("mlflow", "mlflow")}
+
+
+class MetricsWriter(Protocol):
+    def write(self, record: Mapping[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def scalars(record: Mapping[str, Any]) -> dict[str, float]:
+    """`{"kind": "train", "loss": 0.5, "val/acc": 0.9}` -> `{"train/loss": 0.5, "val/acc": 0.9}`:
+    numbers only; names that already say their split keep it."""
+    kind = record.get("kind", "metrics")
+    return {
+        key if "/" in key else f"{kind}/{key}": float(value)
+        for key, value in record.items()
+        if key not in POSITION_KEYS and isinstance(value, (int, float)) and value is not True
+    }
+
+
+class TensorBoardLogger:
+    """Scalars into `<run dir>/<log_dir>` with the standard SummaryWriter."""
+
+    def __init__(self, log_dir: Path) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        for tag, value in scalars(record).items():
+            self.writer.add_scalar(tag, value, global_step=record.get("step"))
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class MlflowLogger:
+    """One MLflow run: the flattened config as params, seeds and code version as tags,
+    metrics as they come, the run directory's files as artifacts at the end."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        tracking_uri: str,
+        artifact_location: str,
+        experiment: str,
+        log_artifacts: bool,
+        params: Mapping[str, Any],
+        tags: Mapping[str, str],
+    ) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self.run_dir = run_dir
+        self.log_artifacts = log_artifacts
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        found = self.client.get_experiment_by_name(experiment)
+        if found is not None:
+            experiment_id = found.experiment_id
+        else:
+            location = artifact_location
+            if "://" not in location and not location.startswith("file:"):
+                location = Path(location).resolve().as_uri()
+            experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+        run = self.client.create_run(experiment_id, run_name=run_dir.name, tags=dict(tags))
+        self.run_id = run.info.run_id
+        self._log_params(params)
+
+    def _log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(key, str(value)) for key, value in params.items()]
+        for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+            self.client.log_batch(self.run_id, params=items[start : start + 100])
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        step = int(record.get("step", 0))
+        metrics = [Metric(key, value, stamp, step) for key, value in scalars(record).items()]
+        if metrics:
+            self.client.log_batch(self.run_id, metrics=metrics)
+
+    def close(self) -> None:
+        if self.log_artifacts:
+            for path in sorted(self.run_dir.rglob("*")):
+                relative = path.relative_to(self.run_dir)
+                if path.is_file() and relative.parts[0] != "checkpoints":
+                    parent = relative.parent.as_posix()
+                    self.client.log_artifact(
+                        self.run_id, str(path), None if parent == "." else parent
+                    )
+        self.client.set_terminated(self.run_id, status=_mlflow_status(self.run_dir))
+
+
+def _mlflow_status(run_dir: Path) -> str:
+    """The run's own status (run.json is final by the time loggers close), in MLflow's words."""
+    try:
+        status = json.loads((run_dir / "run.json").read_text()).get("status")
+    except (OSError, ValueError):
+        status = None
+    return {"completed": "FINISHED", "interrupted": "KILLED"}.get(status, "FAILED")
+
+
+class AllLoggers:
+    """Writes each record to every logger; closes every one even if one fails."""
+
+    def __init__(self, loggers: Sequence[MetricsWriter]) -> None:
+        self.loggers = list(loggers)
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        for logger in self.loggers:
+            logger.write(record)
+
+    def close(self) -> None:
+        errors = []
+        for logger in self.loggers:
+            try:
+                logger.close()
+            except Exception as error:  # noqa: BLE001 - the others must still close
+                errors.append(error)
+        if errors:
+            raise errors[0]
+
+
+def check_logger_packages(logger_cfg: DictConfig) -> None:
+    """Fail now, before any training, when a selected logger's package is missing."""
+    for name, (module, extra) in LOGGER_PACKAGES.items():
+        if logger_cfg.get(name) is not None and importlib.util.find_spec(module) is None:
+            raise SeedbedError(
+                f"logger={name} needs the {module} package: pip install 'seedbed[{extra}]' "
+                f"(or drop logger={name})"
+            )
+
+
+def build_loggers(
+    cfg: DictConfig, run_dir: Path, seeds: Mapping[str, Any], git: Mapping[str, Any]
+) -> list[MetricsWriter]:
+    """The loggers `cfg.logger` selects, started; metrics.jsonl is not one of them."""
+    check_logger_packages(cfg.logger)
+    loggers: list[MetricsWriter] = []
+    if cfg.logger.tensorboard is not None:
+        loggers.append(TensorBoardLogger(run_dir / cfg.logger.tensorboard.log_dir))
+    if cfg.logger.mlflow is not None:
+        settings = cfg.logger.mlflow
+        tags = {f"seeds.{name}": str(value) for name, value in seeds.get("streams", {}).items()}
+        tags["seed"] = str(seeds.get("seed"))
+        tags["git.commit"] = str(git.get("commit"))
+        tags["git.dirty"] = str(git.get("dirty"))
+        tags["run_dir"] = str(run_dir)
+        loggers.append(
+            MlflowLogger(
+                run_dir,
+                tracking_uri=settings.tracking_uri,
+                artifact_location=settings.artifact_location,
+                experiment=settings.experiment,
+                log_artifacts=settings.log_artifacts,
+                params=flatten(OmegaConf.to_container(cfg, resolve=True)),
+                tags=tags,
+            )
+        )
+    return loggers

@@ -1,0 +1,148 @@
+"""The run directory: a record that tells the whole story, written from before step 0.
+
+- `config.yaml`: the fully resolved config (no `${...}` left);
+- `run.json`: status (running -> completed | failed | interrupted, with the
+  error), seeds used, determinism applied, versions, device, threads, times,
+  final metrics and fingerprints of the final weights and of the loss series;
+- `metrics.jsonl`: one JSON object per line, appended as training goes;
+- `environment.json`, `requirements.txt`, `code.patch`: written by
+  `seedbed.runs.environment`, named in run.json's `environment` field.
+
+`run.json` is rewritten atomically on every change, so a reader never sees
+half of it, and a crash leaves the last complete state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import sys
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from seedbed.runs.files import atomic_write
+
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.yaml"
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def package_versions(names: Iterable[str]) -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def versions() -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        **package_versions(["seedbed", "torch", "numpy", "hydra-core", "omegaconf"]),
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+    }
+
+
+def weights_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+class RunRecord:
+    """`run.json` of one run directory, rewritten atomically on every update."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / RUN_FILE
+        self.data: dict[str, Any] = {}
+        if self.path.exists():
+            self.data = json.loads(self.path.read_text())
+
+    def update(self, **fields: Any) -> None:
+        self.data.update(fields)
+        text = json.dumps(self.data, indent=2, sort_keys=False, default=str) + "\n"
+        atomic_write(self.path, lambda file: file.write(text.encode()))
+
+    def start(self, config_yaml: str, command: list[str]) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / CONFIG_FILE).write_text(config_yaml)
+        self.update(
+            status="running",
+            error=None,
+            run_dir=str(self.run_dir),
+            command=command,
+            started_at=now_iso(),
+            ended_at=None,
+            versions=versions(),
+            platform=platform.platform(),
+            torch_threads=torch.get_num_threads(),
+        )
+
+    def resume(self, config_yaml: str, command: list[str], entry: dict[str, Any]) -> None:
+        """Mark the run running again; `entry` joins the `resumes` history with its time."""
+        atomic_write(self.run_dir / CONFIG_FILE, lambda file: file.write(config_yaml.encode()))
+        history = [*self.data.get("resumes", []), {"at": now_iso(), "command": command, **entry}]
+        self.update(status="running", error=None, ended_at=None, resumes=history)
+
+    def finish(self, status: str, error: str | None = None, **fields: Any) -> None:
+        self.update(status=status, error=error, ended_at=now_iso(), **fields)
+
+
+class MetricsLog:
+    """Appends one JSON object per line to metrics.jsonl; flushed on every write."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.file = self.path.open("a", encoding="utf-8")
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+
+    def tell(self) -> int:
+        """Bytes in the file so far: a checkpoint stores it, a resume truncates back to it."""
+        return self.file.tell()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def loss_series(records: Iterable[Mapping[str, Any]]) -> list[list[float]]:
+    """[step, loss, window mean] of every logged training step, in step order."""
+    return [[r["step"], r["loss"], r["loss_mean"]] for r in records if r.get("kind") == "train"]
+
+
+def loss_series_sha256(records: Iterable[Mapping[str, Any]]) -> str:
+    """SHA-256 of the logged loss series; floats hashed by their exact float64 bytes."""
+    series = np.asarray(loss_series(records), dtype=np.float64).reshape(-1, 3)
+    return hashlib.sha256(series.tobytes()).hexdigest()
+
+
+def command_line() -> list[str]:
+    return [Path(sys.argv[0]).name, *sys.argv[1:]]

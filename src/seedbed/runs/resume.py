@@ -1,0 +1,264 @@
+"""Resume a run where it stopped: find its newest good checkpoint, check the config, rewind.
+
+`resume=<run dir>` takes `checkpoints/last.pt`, or, if that is unreadable, the
+newest `step_*.pt` that is good (and says which it skipped). The resumed config
+is the saved one with this command's overrides applied; it may differ from the
+saved one only in keys that cannot change the results (`SAFE_ON_RESUME`),
+unless `resume.force=true`. Rewinding truncates `metrics.jsonl` to where the
+checkpoint was written (no record lost, none duplicated) and moves aside the
+checkpoints of a later, abandoned continuation.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+
+from seedbed.config import flatten
+from seedbed.runs.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    point_link,
+    step_files,
+)
+from seedbed.runs.errors import ConfigError, SeedbedError
+from seedbed.runs.record import METRICS_FILE
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+# Keys that change how a run is logged, checkpointed or served, never its numbers.
+# trainer.log_every changes which loss records are written, not the weights.
+SAFE_ON_RESUME = (
+    "trainer.epochs",
+    "trainer.log_every",
+    "checkpoint.",
+    "logger.",
+    "loader.num_workers",
+    "loader.pin_memory",
+    "loader.persistent_workers",
+    "loader.prefetch_factor",
+)
+_ABSENT = "<absent>"
+
+
+def run_dir_of(path: str | os.PathLike) -> Path:
+    """The run directory of `path`: itself, or `<run>` for `<run>/checkpoints/<file>.pt`."""
+    path = Path(path)
+    if path.suffix == ".pt" or path.is_file():
+        return path.parent.parent
+    return path
+
+
+def checkpoint_candidates(run_dir: Path) -> list[Path]:
+    """last.pt, then every step file, newest first."""
+    directory = run_dir / CHECKPOINT_DIR
+    last = directory / "last.pt"
+    found = [last] if last.exists() or last.is_symlink() else []
+    return found + [p for p in step_files(directory) if p.resolve() != last.resolve()]
+
+
+def find_checkpoint(resume_path: str) -> tuple[Path, dict[str, Any], list[str]]:
+    """(file, its contents, the messages of the bad ones skipped) for `resume.path`."""
+    path = Path(resume_path)
+    if not path.exists():
+        raise ConfigError(
+            "resume.path", resume_path, "a run directory or a checkpoint file (it does not exist)"
+        )
+    if path.is_file():
+        return path, load_checkpoint(path), []
+    skipped: list[str] = []
+    for candidate in checkpoint_candidates(path):
+        try:
+            checkpoint = load_checkpoint(candidate)
+        except CheckpointError as error:
+            skipped.append(str(error))
+            log.warning("%s; trying an older one", error)
+            continue
+        if skipped:
+            log.warning("resuming from %s, the newest good checkpoint", candidate)
+        return candidate, checkpoint, skipped
+    reason = "; ".join(skipped) if skipped else "it holds no checkpoint"
+    raise SeedbedError(f"resume.path={resume_path!r}: no usable checkpoint ({reason})")
+
+
+def resumed_config(
+    saved: dict[str, Any], cfg: DictConfig, overrides: list[str] | None
+) -> DictConfig:
+    """The saved config with this command's `overrides` taken from `cfg`.
+
+    Without `overrides` (a programmatic call), `cfg` itself is the config to resume with.
+    """
+    if overrides is None:
+        return cfg
+    effective = OmegaConf.create(saved)
+    for override in OverridesParser.create().parse_overrides(overrides):
+        key = override.key_or_group
+        if key == "resume" or key.startswith(("resume.", "hydra.")):
+            continue
+        if override.is_delete():
+            OmegaConf.update(effective, key, None, merge=False)
+            continue
+        value = OmegaConf.select(cfg, key, default=_ABSENT)
+        if isinstance(value, str) and value == _ABSENT:
+            raise ConfigError(
+                key,
+                override.input_line,
+                "a config key on resume (a group such as experiment or debug sets other keys: "
+                "give those keys instead)",
+            )
+        if OmegaConf.is_config(value):
+            value = OmegaConf.to_container(value, resolve=True)
+        OmegaConf.update(effective, key, value, merge=False)
+    effective.resume = OmegaConf.to_container(cfg.resume, resolve=True)
+    return effective
+
+
+def config_changes(saved: dict[str, Any], cfg: DictConfig) -> dict[str, tuple[Any, Any]]:
+    """{key: (saved value, new value)} for every leaf that differs; `resume` aside."""
+    new = OmegaConf.to_container(cfg, resolve=True)
+    old_flat = flatten({k: v for k, v in saved.items() if k != "resume"})
+    new_flat = flatten({k: v for k, v in new.items() if k != "resume"})
+    return {
+        key: (old_flat.get(key, _ABSENT), new_flat.get(key, _ABSENT))
+        for key in sorted(set(old_flat) | set(new_flat))
+        if old_flat.get(key, _ABSENT) != new_flat.get(key, _ABSENT)
+    }
+
+
+def is_safe_on_resume(key: str, cfg: DictConfig) -> bool:
+    if key == "trainer.epochs" and "T_max" in cfg.sched and cfg.sched.T_max is None:
+        return False  # the cosine schedule spans the whole run: its length changes the numbers
+    return any(
+        key == safe or (safe.endswith(".") and key.startswith(safe)) for safe in SAFE_ON_RESUME
+    )
+
+
+def check_changes(changes: dict[str, tuple[Any, Any]], cfg: DictConfig) -> None:
+    """Refuse changes that would alter the results, unless resume.force=true."""
+    unsafe = {k: v for k, v in changes.items() if not is_safe_on_resume(k, cfg)}
+    if unsafe and not cfg.resume.force:
+        diff = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in unsafe.items())
+        raise SeedbedError(
+            f"resume refused: the config differs from the saved one in {diff}; only "
+            f"{', '.join(s + '*' if s.endswith('.') else s for s in SAFE_ON_RESUME)} may change "
+            "(trainer.epochs not with a cosine schedule over the run); "
+            "resume.force=true resumes anyway"
+        )
+
+
+def check_epochs(epochs: int, loop: dict[str, Any]) -> None:
+    if epochs < loop["epoch"] or (epochs == loop["epoch"] and loop["batch"] > 0):
+        needed = loop["epoch"] + (1 if loop["batch"] > 0 else 0)
+        raise ConfigError(
+            "trainer.epochs",
+            epochs,
+            f"an int >= {needed} on resume: the checkpoint is at epoch {loop['epoch']}, "
+            f"batch {loop['batch']}",
+        )
+
+
+@dataclass
+class Rewound:
+    """What rewinding the run directory did, for run.json."""
+
+    discarded: list[str] = field(default_factory=list)
+    metrics_note: str | None = None
+
+
+def rewind_run_dir(run_dir: Path, checkpoint_path: Path, checkpoint: dict[str, Any]) -> Rewound:
+    """Make the run directory look as it did when `checkpoint` was written."""
+    done = Rewound()
+    directory = run_dir / CHECKPOINT_DIR
+    step = checkpoint["loop"]["step"]
+    source = checkpoint_path.resolve()
+    # Checkpoints of a continuation that went further are moved aside, not deleted.
+    for path in step_files(directory):
+        if path.resolve() != source and int(path.stem.split("_")[1]) > step:
+            aside = directory / "discarded" / path.name
+            aside.parent.mkdir(exist_ok=True)
+            os.replace(path, aside)
+            done.discarded.append(path.name)
+    if source.parent == directory.resolve():
+        point_link(directory / "last.pt", source.name)
+    best = checkpoint.get("best")
+    best_link = directory / "best.pt"
+    if best and (directory / best["file"]).exists():
+        point_link(best_link, best["file"])
+    elif best_link.is_symlink() and not best_link.exists():
+        best_link.unlink()
+
+    metrics = run_dir / METRICS_FILE
+    offset = checkpoint.get("metrics_bytes", 0)
+    size = metrics.stat().st_size if metrics.exists() else 0
+    if size < offset:
+        done.metrics_note = (
+            f"{METRICS_FILE} holds {size} bytes, fewer than the {offset} written before "
+            f"step {step}: earlier records are missing"
+        )
+        log.warning(done.metrics_note)
+    elif size > offset:
+        with metrics.open("r+b") as file:
+            file.truncate(offset)  # drop what was logged after the checkpoint: it is redone
+    return done
+
+
+@dataclass
+class ResumePlan:
+    """A checked resume: where from, with which config, and what changed."""
+
+    path: Path
+    checkpoint: dict[str, Any]
+    config: DictConfig
+    changes: dict[str, tuple[Any, Any]]
+    skipped: list[str]
+
+    def record(self, run_dir: Path, rewound: Rewound) -> dict[str, Any]:
+        """The entry run.json's `resumes` history keeps for this resume."""
+        loop = self.checkpoint["loop"]
+        return {
+            "checkpoint": os.path.relpath(self.path.resolve(), run_dir.resolve()),
+            "epoch": loop["epoch"],
+            "step": loop["step"],
+            "changes": {key: list(change) for key, change in self.changes.items()},
+            "forced": bool(self.config.resume.force),
+            "skipped_checkpoints": self.skipped,
+            "discarded_checkpoints": rewound.discarded,
+            **({"metrics_note": rewound.metrics_note} if rewound.metrics_note else {}),
+        }
+
+
+def plan_resume(
+    cfg: DictConfig, run_dir: Path | None, overrides: list[str] | None, validate: Any
+) -> ResumePlan:
+    """Find the checkpoint and check the config; raise before anything is written.
+
+    `run_dir` is the directory the run continues in; None for a DDP rank other than 0,
+    which reads the checkpoint but leaves the run directory to rank 0.
+    """
+    path, checkpoint, skipped = find_checkpoint(cfg.resume.path)
+    if run_dir is not None and run_dir_of(path).resolve() != run_dir.resolve():
+        raise ConfigError(
+            "resume.path",
+            cfg.resume.path,
+            f"a run directory or a checkpoint in <run>/{CHECKPOINT_DIR}/ of the run being "
+            f"continued ({run_dir})",
+        )
+    effective = resumed_config(checkpoint["config"], cfg, overrides)
+    validate(effective)
+    changes = config_changes(checkpoint["config"], effective)
+    check_changes(changes, effective)
+    check_epochs(effective.trainer.epochs, checkpoint["loop"])
+    if changes:
+        log.warning(
+            "resuming with changes%s: %s",
+            " (forced)" if effective.resume.force else "",
+            ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changes.items()),
+        )
+    return ResumePlan(path, checkpoint, effective, changes, skipped)

@@ -1,0 +1,306 @@
+"""The run session: everything around the recipe, so that `seedbed.train.train` stays one.
+
+`RunSession` opens a run (a new one, or a resume planned and checked before
+anything is written), records it in run.json from before step 0, applies
+determinism, threads and the device, joins the process group of a distributed
+run and seeds every stream; it hands the recipe a checkpointer that saves and
+restores the stateful parts it is given, the hooks that checkpoint and stop on
+a signal, and closes the run: `completed` with the final metrics and weight
+fingerprints, or `failed`/`interrupted` with a one-line error (the traceback
+goes to train.log).
+
+    with RunSession(cfg, run_dir, overrides) as run:
+        final = run.finish(train(run.cfg, run))
+
+`run_training(cfg, run_dir)` is the same in one call: what the command line,
+notebooks and tests use.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from seedbed.config import validate
+from seedbed.runs.checkpoint import Checkpointer, Stateful
+from seedbed.runs.determinism import set_determinism
+from seedbed.runs.device import resolve_device
+from seedbed.runs.distributed import (
+    RankInfo,
+    agree_on_signal,
+    gather_rng_states,
+    init_distributed,
+    launched_rank,
+    rank_device,
+    teardown_distributed,
+)
+from seedbed.runs.environment import ENVIRONMENT_FILE, read_environment, write_environment
+from seedbed.runs.errors import SeedbedError, error_line, user_error
+from seedbed.runs.interrupts import GracefulStop, TrainingInterrupted, signal_hook_for_tests
+from seedbed.runs.launchers import job_threads, parallel_jobs
+from seedbed.runs.loggers import AllLoggers, build_loggers, check_logger_packages
+from seedbed.runs.record import (
+    METRICS_FILE,
+    MetricsLog,
+    RunRecord,
+    command_line,
+    loss_series_sha256,
+    read_metrics,
+    weights_sha256,
+)
+from seedbed.runs.resume import ResumePlan, plan_resume, rewind_run_dir
+from seedbed.runs.seeding import Seeds, capture_rng_states, restore_rng_states, seed_everything
+
+log = logging.getLogger("seedbed")
+
+# What `trainer.perturb_step` adds to one weight: a change verify and compare must catch.
+PERTURBATION = 1e-3
+
+
+class RunSession:
+    """One run's record, environment, devices, seeds, checkpoints and stop signals."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> None:
+        """`overrides`: this command's overrides, applied to the saved config on a resume
+        (None: `cfg` is the whole config)."""
+        self.cfg, self.run_dir, self.overrides = cfg, Path(run_dir), overrides
+        self.plan: ResumePlan | None = None
+        self.ranks = RankInfo()
+        self.device = torch.device("cpu")
+        self.seeds: Seeds | None = None
+        self.metrics: AllLoggers | None = None
+        self.checkpoints: Checkpointer | None = None
+        self._parts: dict[str, Stateful | None] = {}
+        self._stop = GracefulStop()
+        self._send_test_signal = signal_hook_for_tests()
+        self._fit_started = 0.0
+        # Known before the config is: on a resume, trainer.distributed comes from the checkpoint.
+        self.writes_run_dir = launched_rank() == 0
+
+    # -- opening ---------------------------------------------------------------------------
+
+    def __enter__(self) -> RunSession:
+        if self.cfg.resume.path is not None:
+            # Checked before run.json is touched: a refused resume leaves the run as it was.
+            run_dir = self.run_dir if self.writes_run_dir else None
+            self.plan = plan_resume(self.cfg, run_dir, self.overrides, validate)
+            self.cfg = self.plan.config
+        self.record = RunRecord(self.run_dir)
+        if self.plan is None:
+            self.record.start(OmegaConf.to_yaml(self.cfg, resolve=True), command_line())
+        try:
+            self._open()
+        except BaseException as error:
+            self.__exit__(type(error), error, error.__traceback__)
+            raise
+        return self
+
+    def _open(self) -> None:
+        cfg = self.cfg
+        validate(cfg)
+        check_logger_packages(cfg.logger)
+        if self.plan is not None and self.writes_run_dir:
+            rewound = rewind_run_dir(self.run_dir, self.plan.path, self.plan.checkpoint)
+            self.record.resume(
+                OmegaConf.to_yaml(cfg, resolve=True),
+                command_line(),
+                self.plan.record(self.run_dir, rewound),
+            )
+        applied = set_determinism(cfg.determinism.mode)  # before anything touches CUDA
+        for note in applied["notes"]:
+            log.warning(note)
+        threads = job_threads(cfg.trainer.threads)  # a fair share of the cores in a parallel sweep
+        if threads is not None:
+            torch.set_num_threads(threads)
+        device = resolve_device(cfg.trainer.device)
+        if cfg.trainer.distributed:
+            self.ranks = init_distributed(device)
+        self.device = rank_device(device, self.ranks)
+        rank = self.ranks.rank if cfg.trainer.distributed else None
+        self.seeds = seed_everything(cfg.seed, cfg.seeds, rank)
+        self.record.update(
+            seeds=self.seeds.as_record(),
+            determinism=applied,
+            device=str(self.device),
+            torch_threads=torch.get_num_threads(),
+            parallel_jobs=parallel_jobs(),
+        )
+        if cfg.trainer.distributed:
+            self.record.update(distributed={**asdict(self.ranks), "backend": dist.get_backend()})
+        # After threads and determinism are set. A resumed run keeps the environment record
+        # of where it started (run.json's `resumes` history says when it was resumed).
+        if self.plan is None:
+            environment = write_environment(self.run_dir)
+            self.record.update(environment=ENVIRONMENT_FILE)
+        else:
+            environment = read_environment(self.run_dir)
+        self.jsonl = MetricsLog(self.run_dir / METRICS_FILE)
+        extra = build_loggers(cfg, self.run_dir, self.seeds.as_record(), environment.get("git", {}))
+        self.metrics = AllLoggers([self.jsonl, *extra])
+
+    # -- what the recipe is handed ----------------------------------------------------------
+
+    def distribute(self, model: nn.Module) -> nn.Module:
+        """What the loop calls: `model` itself, or wrapped in DDP for a distributed run."""
+        if not self.cfg.trainer.distributed:
+            return model
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=device_ids)
+
+    def checkpointer(self, monitor: Any, steps_per_epoch: int, **parts: Stateful | None) -> None:
+        """Checkpoint `parts` (by name; None where a run has no such part) from now on: restore
+        them on a resume, else write the step-0 checkpoint, so a run killed at any point can
+        be resumed. `parts["model"]` is what the final fingerprint is taken of."""
+        saved_config = OmegaConf.to_container(self.cfg, resolve=True)
+        saved_config.pop("resume", None)  # where a run came from is not part of what it is
+        distributed = self.cfg.trainer.distributed
+
+        def extras() -> dict[str, Any]:
+            return {
+                "rng": capture_rng_states(),
+                # Every rank's own states (dropout differs per rank); None in one process.
+                "rng_ranks": gather_rng_states() if distributed else None,
+                "metrics_bytes": self.jsonl.tell(),
+                "config": saved_config,
+            }
+
+        self._parts, self._monitor = parts, monitor
+        sampler = getattr(parts.get("loader"), "sampler", None)
+        if self.ranks.world_size > 1 and sampler is not None:
+            self.record.update(shard={"samples": sampler.shard_size, "padded": sampler.padded})
+        self.checkpoints = Checkpointer(
+            self.run_dir / "checkpoints",
+            parts,
+            extras,
+            monitor=monitor,
+            steps_per_epoch=steps_per_epoch,
+            **OmegaConf.to_container(self.cfg.checkpoint, resolve=True),
+        )
+        if self.plan is not None:
+            saved = self.plan.checkpoint
+            self.checkpoints.restore(saved)
+            rng = (
+                saved["rng"]
+                if saved.get("rng_ranks") is None
+                else saved["rng_ranks"][self.ranks.rank]
+            )
+            restore_rng_states(rng)  # last: nothing may draw between here and step 1
+            loop = saved["loop"]
+            log.info(
+                "resumed from %s in epoch %d at step %d",
+                self.plan.path,
+                loop["epoch"] + 1,
+                loop["step"],
+            )
+        _perturb_after_step(parts.get("optimizer"), parts["model"], self.cfg.trainer.perturb_step)
+        self._stop.__enter__()
+        if self.plan is None:
+            self.checkpoints.save(parts["loop"])
+        log.info("run dir %s  seed %d  device %s", self.run_dir, self.cfg.seed, self.device)
+        self._fit_started = time.perf_counter()
+
+    def after_step(self, state: Any) -> None:
+        """The loop's hook after every optimizer step: checkpoint when due, stop on a signal."""
+        self.checkpoints.after_step(state)
+        if self._send_test_signal is not None:
+            self._send_test_signal(state.step)
+        self._stop_if_asked(state)
+
+    def after_validation(self, state: Any, val: dict[str, float]) -> None:
+        """The loop's hook after each validation: best.pt, the epoch-end checkpoint, a stop."""
+        self.checkpoints.after_validation(state, val)
+        self._stop_if_asked(state)
+
+    def _stop_if_asked(self, state: Any) -> None:
+        if self.cfg.trainer.distributed:  # stop together, or the ranks' collectives part
+            self._stop.signum = agree_on_signal(self._stop.signum, self.device)
+        if self._stop.signum is not None:
+            saved = self.checkpoints.save(state)
+            raise self._stop.error(saved, state.step, state.epoch, self.run_dir)
+
+    # -- closing -----------------------------------------------------------------------------
+
+    def finish(self, final: dict[str, Any]) -> dict[str, Any]:
+        """Write the last checkpoint and record the run as completed; return `final`."""
+        fit_seconds = time.perf_counter() - self._fit_started  # evaluation synchronised
+        self.checkpoints.save(self._parts["loop"])
+        self._stop.__exit__(None, None, None)
+        fingerprint = weights_sha256(self._parts["model"].state_dict())
+        stopping = self._parts.get("early_stopping")
+        summary = stopping.summary() if stopping is not None else None
+        self.record.finish(
+            "completed",
+            final_metrics=final,
+            monitor={"metric": self._monitor.metric, "mode": self._monitor.mode},
+            **({"early_stopping": summary} if summary is not None else {}),
+            fit_seconds=round(fit_seconds, 4),
+            weights_sha256=fingerprint,
+            loss_series_sha256=loss_series_sha256(read_metrics(self.run_dir / METRICS_FILE)),
+        )
+        log.info("final %s", "  ".join(f"{k} {v:.6g}" for k, v in final.items()))
+        log.info("run dir: %s", self.run_dir)
+        log.info("weights sha256: %s", fingerprint)
+        return final
+
+    def __exit__(self, exc_type: Any, error: BaseException | None, tb: Any) -> None:
+        try:
+            self._stop.__exit__(None, None, None)
+            if error is not None:
+                message = error_line(error)
+                interrupt = isinstance(error, (KeyboardInterrupt, TrainingInterrupted))
+                status = "interrupted" if interrupt else "failed"
+                self.record.finish(status, error=message.splitlines()[0])
+                log.debug(
+                    "traceback:\n%s", "".join(traceback.format_exception(exc_type, error, tb))
+                )
+                if (mine := user_error(error)) is not None and mine is not error:
+                    raise mine from error  # e.g. a ConfigError raised inside instantiate
+                if isinstance(error, OmegaConfBaseException):
+                    raise SeedbedError(message) from error  # a config value we could not read
+        finally:
+            if self.metrics is not None:
+                self.metrics.close()
+                self.metrics = None
+            teardown_distributed()
+
+
+def _perturb_after_step(optimizer: Any, model: nn.Module, step: int | None) -> None:
+    """Debugging aid (`trainer.perturb_step`): after that optimizer step (counted from the
+    start of this process), add PERTURBATION to the first weight, so that verify and compare
+    can be seen to catch a one-step change."""
+    if step is None or optimizer is None:
+        return
+    steps_done = itertools.count(1)
+
+    def hook(_optimizer: Any, _args: Any, _kwargs: Any) -> None:
+        if next(steps_done) == step:
+            with torch.no_grad():
+                next(model.parameters()).view(-1)[0] += PERTURBATION
+
+    optimizer.register_step_post_hook(hook)
+
+
+def run_training(
+    cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
+) -> dict[str, Any]:
+    """Train as `cfg` says, recording everything in `run_dir`; return the final metrics.
+
+    With `resume.path` set, continue the run in `run_dir` from its checkpoint, with the
+    saved config plus `overrides` (this command's; None: `cfg` is the whole config).
+    """
+    from seedbed.train import train  # the recipe: what a user edits, above the machinery
+
+    with RunSession(cfg, Path(run_dir), overrides) as run:
+        return run.finish(train(run.cfg, run))

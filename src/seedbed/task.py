@@ -1,0 +1,219 @@
+"""The task: what is learned, and how it is scored (`configs/task/<name>.yaml`).
+
+A task owns everything the rest of the code must not guess: the loss (any
+`_target_`, e.g. `torch.nn.CrossEntropyLoss`), the metrics and their names
+(`val/loss`, `val/acc`, ...), how targets are stored (int64 labels, float
+values) and what the model's output needs from the data (classes, or the
+target's width). It also names the metric that is monitored (`task.monitor`):
+the one that picks best.pt, drives early stopping, is returned to Optuna and
+heads a sweep's summary. Nothing else in seedbed spells a metric name.
+
+A task of your own is one class with the methods of `Task` below, plus a
+YAML in `configs/task/` whose `_target_` names it (see the README).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from hydra.utils import instantiate
+from torch import Tensor, nn
+
+from seedbed.data.arrays import DataSplits
+from seedbed.runs.errors import ConfigError
+
+# Bounds what a label may be before it sizes the model's output layer: a stray id of 10**9
+# must be one clear line, not a 512 GB allocation.
+MAX_CLASSES = 1_000_000
+
+
+@dataclass(frozen=True)
+class Monitor:
+    """The metric that decides what is best: its name (`val/acc`) and whether to minimise it."""
+
+    metric: str
+    mode: str  # "min" or "max"
+
+    def improves(self, value: float, best: float | None, min_delta: float = 0.0) -> bool:
+        """Whether `value` beats `best` by more than `min_delta` (any finite value beats None)."""
+        if math.isnan(value):
+            return False
+        if best is None:
+            return True
+        return value < best - min_delta if self.mode == "min" else value > best + min_delta
+
+
+class Task(Protocol):
+    """What the loop, evaluation, checkpoints and summaries need from a task."""
+
+    metrics: tuple[str, ...]
+    monitor: Monitor
+
+    def prepare(self, data: DataSplits) -> DataSplits:
+        """Check and convert the targets; set `data.num_outputs`. Raise ConfigError if unfit."""
+
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        """The training loss of one batch (a scalar, mean over the batch)."""
+
+    def metric_sums(self, output: Tensor, target: Tensor) -> dict[str, Tensor]:
+        """Per-batch sums of what the metrics need, on the device (no synchronisation)."""
+
+    def reduce(self, sums: dict[str, Tensor], count: int) -> dict[str, float]:
+        """The metrics (named as in `metrics`) from the sums over `count` samples."""
+
+
+def split_metrics(split: str, metrics: tuple[str, ...]) -> list[str]:
+    return [f"{split}/{name}" for name in metrics]
+
+
+def _monitor(
+    metrics: tuple[str, ...], higher_is_better: set[str], metric: str, mode: Any
+) -> Monitor:
+    allowed = split_metrics("val", metrics)
+    if metric not in allowed:
+        raise ConfigError(
+            "task.monitor", metric, f"a metric this task reports: {', '.join(allowed)}"
+        )
+    if mode is None:
+        mode = "max" if metric.split("/", 1)[1] in higher_is_better else "min"
+    if mode not in ("min", "max"):
+        raise ConfigError("task.mode", mode, "min, max, or null (from the metric)")
+    return Monitor(metric, mode)
+
+
+def build_loss(loss: Any) -> nn.Module:
+    """The loss module from its config (a `_target_`), or one line naming what is wrong."""
+    target = loss.get("_target_") if hasattr(loss, "get") else loss
+    try:
+        module = instantiate(loss)
+    except Exception as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(
+            "task.loss._target_", target, f"a loss class that can be built ({first})"
+        ) from error
+    if not callable(module):
+        raise ConfigError("task.loss._target_", target, "a callable loss (e.g. torch.nn.MSELoss)")
+    return module
+
+
+class Classification:
+    """One label per sample, an int in [0, classes): cross-entropy, loss and accuracy."""
+
+    metrics = ("loss", "acc")
+    higher_is_better = {"acc"}
+
+    def __init__(
+        self, loss: Any, label_smoothing: float = 0.0, monitor: str = "val/loss", mode: Any = None
+    ) -> None:
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ConfigError("task.label_smoothing", label_smoothing, "a number in [0, 1)")
+        self.loss_fn = build_loss(loss)
+        self.monitor = _monitor(self.metrics, self.higher_is_better, monitor, mode)
+
+    def prepare(self, data: DataSplits) -> DataSplits:
+        splits = data.splits()
+        for name, dataset in splits.items():
+            y = dataset.y
+            if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+                raise ConfigError(
+                    "task",
+                    "classification",
+                    f"integer class labels (the {name} labels are {y.dtype}); "
+                    "for real-valued targets use task=regression",
+                )
+            if y.ndim != 1:
+                raise ConfigError(
+                    "task",
+                    "classification",
+                    f"one label per sample (the {name} labels have shape {tuple(y.shape)})",
+                )
+            if len(y) and int(y.min()) < 0:
+                raise ConfigError(
+                    "task", "classification", f"labels >= 0 (the {name} split has {int(y.min())})"
+                )
+            dataset.y = y.to(torch.int64)
+        largest = max(int(d.y.max()) for d in splits.values() if len(d.y))
+        if largest >= MAX_CLASSES:
+            raise ConfigError(
+                "task",
+                "classification",
+                f"labels < {MAX_CLASSES} (found {largest}): relabel your classes 0..K-1",
+            )
+        data.num_outputs = max(data.num_classes or 0, largest + 1)
+        return data
+
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        return self.loss_fn(output, target)
+
+    def metric_sums(self, output: Tensor, target: Tensor) -> dict[str, Tensor]:
+        return {
+            "loss": self.loss_fn(output, target).double() * len(target),
+            "correct": (output.argmax(dim=1) == target).sum(),
+        }
+
+    def reduce(self, sums: dict[str, Tensor], count: int) -> dict[str, float]:
+        n = max(count, 1)
+        return {"loss": sums["loss"].item() / n, "acc": sums["correct"].item() / n}
+
+
+class Regression:
+    """Real-valued targets, one value or a vector per sample: MSE by default; RMSE and MAE."""
+
+    metrics = ("loss", "rmse", "mae")
+    higher_is_better: set[str] = set()
+
+    def __init__(self, loss: Any, monitor: str = "val/loss", mode: Any = None) -> None:
+        self.loss_fn = build_loss(loss)
+        self.monitor = _monitor(self.metrics, self.higher_is_better, monitor, mode)
+        self.width = 1
+
+    def prepare(self, data: DataSplits) -> DataSplits:
+        widths = set()
+        for name, dataset in data.splits().items():
+            y = dataset.y
+            if y.is_complex() or y.dtype == torch.bool:
+                raise ConfigError("task", "regression", f"real-valued targets ({name}: {y.dtype})")
+            if y.ndim == 1:
+                y = y.unsqueeze(1)  # one value per sample: the model's output is (batch, 1)
+            if y.ndim != 2:
+                raise ConfigError(
+                    "task",
+                    "regression",
+                    f"targets of shape (samples,) or (samples, d) (the {name} targets have "
+                    f"shape {tuple(dataset.y.shape)})",
+                )
+            if not bool(torch.isfinite(y.to(torch.float64)).all()):
+                raise ConfigError(
+                    "task", "regression", f"finite targets (the {name} split has NaN or inf)"
+                )
+            dataset.y = y.to(torch.float32)
+            widths.add(y.shape[1])
+        if len(widths) != 1:
+            raise ConfigError(
+                "task", "regression", f"one target width in every split (got {sorted(widths)})"
+            )
+        self.width = data.num_outputs = widths.pop()
+        return data
+
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        return self.loss_fn(output, target)
+
+    def metric_sums(self, output: Tensor, target: Tensor) -> dict[str, Tensor]:
+        error = (output - target).double()
+        return {
+            "loss": self.loss_fn(output, target).double() * len(target),
+            "squared": error.square().sum(),
+            "absolute": error.abs().sum(),
+        }
+
+    def reduce(self, sums: dict[str, Tensor], count: int) -> dict[str, float]:
+        n = max(count, 1)
+        values = n * self.width  # RMSE and MAE average over every target value
+        return {
+            "loss": sums["loss"].item() / n,
+            "rmse": math.sqrt(sums["squared"].item() / values),
+            "mae": sums["absolute"].item() / values,
+        }

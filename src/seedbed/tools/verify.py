@@ -1,0 +1,136 @@
+"""Does this config reproduce here, bit for bit?
+
+    python -m seedbed.tools.verify seed=42 trainer.epochs=2       # two fresh runs, compared
+    python -m seedbed.tools.verify --against outputs/train/<run>  # rerun a recorded run, compare
+    python -m seedbed.tools.verify --vary loader.num_workers=2    # must not change the numbers
+
+Each run is a fresh `python train.py` process (nothing shared in memory, as a
+user would rerun it) writing to `outputs/verify/<name>/`, kept for `compare`.
+The loss series is compared step by step and the final weights tensor by
+tensor, bit for bit. Exit 0 when identical; 1 with the first diverging step,
+the differing tensors and the likely causes; 2 when a run could not be made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from seedbed.config import CONFIG_DIR, run_name
+from seedbed.runs.errors import EXIT_USER_ERROR, SeedbedError
+from seedbed.runs.record import CONFIG_FILE
+from seedbed.tools.compare import (
+    EXIT_DIFFERENT,
+    check_run_dir,
+    compare_runs,
+    format_report,
+)
+
+# train.py at the top of a checkout (src/seedbed/configs -> the checkout's root).
+TRAIN_SCRIPT = CONFIG_DIR.parents[2] / "train.py"
+# A recorded config.yaml is fully resolved but has no defaults list: these lines give it the
+# schema (types and checks) and the logging set-up a normal run gets.
+RERUN_HEADER = {
+    "defaults": [{"schema@_here_": "train"}, {"override hydra/job_logging": "seedbed"}, "_self_"],
+    "hydra": {"job": {"name": "train", "chdir": False}},
+}
+
+
+def train_command(run_dir: Path, overrides: list[str], flags: list[str]) -> list[str]:
+    """`python train.py <flags> hydra.run.dir=<run_dir> <overrides>`: Hydra wants flags first."""
+    if TRAIN_SCRIPT.is_file():
+        entry = [str(TRAIN_SCRIPT)]
+    else:  # seedbed installed without its checkout: the same entry point, by import
+        entry = ["-c", "from seedbed.runs.cli import cli; cli()"]
+    return [sys.executable, *entry, *flags, f"hydra.run.dir={run_dir}", *overrides]
+
+
+def run_training(run_dir: Path, overrides: list[str], flags: list[str] | None = None) -> None:
+    """One training run in a fresh process; a failure becomes its one-line error."""
+    print(f"run: {run_dir}", flush=True)
+    result = subprocess.run(
+        train_command(run_dir, overrides, flags or []),
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+    )
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        last = lines[-1] if lines else f"exit status {result.returncode}"
+        raise SeedbedError(f"the run in {run_dir} failed: {last.removeprefix('error: ')}")
+
+
+def rerun_config(recorded: Path, where: Path) -> list[str]:
+    """Arguments that make train.py compose exactly the recorded, resolved config."""
+    config = yaml.safe_load((recorded / CONFIG_FILE).read_text())
+    if not isinstance(config, dict) or "seed" not in config:
+        raise SeedbedError(
+            f"{recorded / CONFIG_FILE} is not a resolved run config: "
+            "expected the config.yaml of a run that started"
+        )
+    where.mkdir(parents=True, exist_ok=True)
+    (where / "rerun.yaml").write_text(yaml.safe_dump({**RERUN_HEADER, **config}, sort_keys=False))
+    return ["--config-dir", str(where), "--config-name", "rerun"]
+
+
+def verify(
+    overrides: list[str],
+    *,
+    against: str | None = None,
+    vary: list[str] | None = None,
+    out: Path | None = None,
+) -> dict:
+    """Make the runs, compare them; return compare's report."""
+    out = out or Path("outputs") / "verify" / run_name()
+    if against is not None:
+        recorded = check_run_dir(against)
+        if overrides:
+            raise SeedbedError(
+                f"overrides {' '.join(overrides)} with --against: not allowed, the rerun uses "
+                "the recorded config as it is"
+            )
+        rerun = out / "rerun"
+        run_training(rerun, vary or [], flags=rerun_config(recorded, out / "config"))
+        return compare_runs(recorded, rerun)
+    first, second = out / "first", out / "second"
+    run_training(first, overrides)
+    run_training(second, [*overrides, *(vary or [])])
+    return compare_runs(first, second)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m seedbed.tools.verify",
+        description="Run a config twice in fresh processes (or rerun a recorded run) and "
+        "compare the loss series and final weights bit for bit.",
+    )
+    parser.add_argument("overrides", nargs="*", help="config overrides, as for train.py")
+    parser.add_argument("--against", metavar="RUN_DIR", help="rerun this run from its config")
+    parser.add_argument(
+        "--vary",
+        metavar="OVERRIDE",
+        action="append",
+        default=[],
+        help="an override for the second run (or the rerun) only, e.g. loader.num_workers=2: "
+        "checks that it does not change the numbers",
+    )
+    parser.add_argument(
+        "--out", type=Path, help="where the runs go (default outputs/verify/<name>)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        report = verify(args.overrides, against=args.against, vary=args.vary, out=args.out)
+    except SeedbedError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    print(format_report(report))
+    return 0 if report["identical"] else EXIT_DIFFERENT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

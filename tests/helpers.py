@@ -1,0 +1,75 @@
+"""Test helpers: real training runs, in a subprocess (as a user runs them) or in-process."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig
+
+from seedbed.config import CONFIG_DIR, register_configs
+from seedbed.runs.cli import cli
+from seedbed.runs.session import run_training
+
+ROOT = Path(__file__).resolve().parents[1]
+# Small enough for a test, large enough to have several epochs, batches and log records.
+SMALL = ["data.n_samples=576", "trainer.epochs=2", "trainer.log_every=4", "loader.batch_size=32"]
+
+
+def run_train(
+    run_dir: Path, *overrides: str, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """`python train.py hydra.run.dir=<run_dir> <overrides>` in a fresh process."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run_dir}", *overrides],
+        cwd=run_dir.parent,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"train.py failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return result
+
+
+def run_cli(run_dir: Path, *overrides: str) -> tuple[int, str, str]:
+    """`train.py` in this process (fast, for many small cases): (exit code, stdout, stderr)."""
+    argv, stdout, stderr = sys.argv, sys.stdout, sys.stderr
+    sys.argv = ["train.py", f"hydra.run.dir={run_dir}", *overrides]
+    sys.stdout, sys.stderr = io.StringIO(), io.StringIO()
+    code = 0
+    try:
+        cli()
+    except SystemExit as exit:
+        code = exit.code if isinstance(exit.code, int) else 1
+    finally:
+        out, err = sys.stdout.getvalue(), sys.stderr.getvalue()
+        sys.argv, sys.stdout, sys.stderr = argv, stdout, stderr
+        GlobalHydra.instance().clear()
+    return code, out, err
+
+
+def read_run(run_dir: Path) -> dict:
+    return json.loads((run_dir / "run.json").read_text())
+
+
+def compose_config(*overrides: str) -> DictConfig:
+    """The config `python train.py <overrides>` would get, without starting a run."""
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))
+
+
+def train_in_process(run_dir: Path, *overrides: str) -> dict:
+    """`python train.py <overrides>` without a new process; resume overrides work as on the CLI.
+    Returns run.json."""
+    overrides = tuple(o.replace("resume=", "resume.path=", 1) for o in overrides)
+    run_training(compose_config(*overrides), run_dir, overrides=list(overrides))
+    return read_run(run_dir)
