@@ -81,8 +81,8 @@ class SyntheticDataConfig:
 
 @dataclass
 class SyntheticRegressionConfig:
-    """y = sin(x W1) W2 + noise, `n_features` in, `n_targets` out, generated from `seed`:
-    for `task=regression`."""
+    """y = tanh(x W1) W2 / 4 + noise, `n_features` in, `n_targets` out, generated from
+    `seed`: for `task=regression`."""
 
     _target_: str = "seedbed.data.arrays.synthetic_regression"
     n_samples: int = 8192

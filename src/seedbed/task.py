@@ -37,6 +37,22 @@ class Monitor:
     metric: str
     mode: str  # "min" or "max"
 
+    @classmethod
+    def of(cls, task: Any, metric: str, mode: str | None = None) -> Monitor:
+        """`metric` of `task` (one of its `val/<name>`s), minimised unless `mode` says
+        otherwise or the metric is in the task's `higher_is_better`."""
+        allowed = [f"val/{name}" for name in task.metrics]
+        if metric not in allowed:
+            raise ConfigError(
+                "task.monitor", metric, f"a metric this task reports: {', '.join(allowed)}"
+            )
+        if mode is None:
+            higher = metric.split("/", 1)[1] in getattr(task, "higher_is_better", ())
+            mode = "max" if higher else "min"
+        if mode not in ("min", "max"):
+            raise ConfigError("task.mode", mode, "min, max, or null (from the metric)")
+        return cls(metric, mode)
+
     def improves(self, value: float, best: float | None, min_delta: float = 0.0) -> bool:
         """Whether `value` beats `best` by more than `min_delta` (any finite value beats None)."""
         if math.isnan(value):
@@ -63,25 +79,6 @@ class Task(Protocol):
 
     def reduce(self, sums: dict[str, Tensor], count: int) -> dict[str, float]:
         """The metrics (named as in `metrics`) from the sums over `count` samples."""
-
-
-def split_metrics(split: str, metrics: tuple[str, ...]) -> list[str]:
-    return [f"{split}/{name}" for name in metrics]
-
-
-def _monitor(
-    metrics: tuple[str, ...], higher_is_better: set[str], metric: str, mode: Any
-) -> Monitor:
-    allowed = split_metrics("val", metrics)
-    if metric not in allowed:
-        raise ConfigError(
-            "task.monitor", metric, f"a metric this task reports: {', '.join(allowed)}"
-        )
-    if mode is None:
-        mode = "max" if metric.split("/", 1)[1] in higher_is_better else "min"
-    if mode not in ("min", "max"):
-        raise ConfigError("task.mode", mode, "min, max, or null (from the metric)")
-    return Monitor(metric, mode)
 
 
 def build_loss(loss: Any) -> nn.Module:
@@ -111,7 +108,7 @@ class Classification:
         if not 0.0 <= label_smoothing < 1.0:
             raise ConfigError("task.label_smoothing", label_smoothing, "a number in [0, 1)")
         self.loss_fn = build_loss(loss)
-        self.monitor = _monitor(self.metrics, self.higher_is_better, monitor, mode)
+        self.monitor = Monitor.of(self, monitor, mode)
 
     def prepare(self, data: DataSplits) -> DataSplits:
         splits = data.splits()
@@ -167,7 +164,7 @@ class Regression:
 
     def __init__(self, loss: Any, monitor: str = "val/loss", mode: Any = None) -> None:
         self.loss_fn = build_loss(loss)
-        self.monitor = _monitor(self.metrics, self.higher_is_better, monitor, mode)
+        self.monitor = Monitor.of(self, monitor, mode)
         self.width = 1
 
     def prepare(self, data: DataSplits) -> DataSplits:

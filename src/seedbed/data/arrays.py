@@ -180,12 +180,13 @@ def synthetic_regression(
     test_fraction: float = 0.0,
     augment: object | None = None,
 ) -> DataSplits:
-    """y = sin(x W1) W2 + noise: a smooth non-linear map from `n_features` to `n_targets`."""
+    """y = tanh(x W1) W2 / 4 + noise: a smooth non-linear map from `n_features` to
+    `n_targets`, with values of order 1."""
     rng = np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=(3,)))
     w1 = rng.standard_normal((n_features, 16)) / np.sqrt(n_features)
     w2 = rng.standard_normal((16, n_targets))
     x = rng.standard_normal((n_samples, n_features))
-    y = np.sin(x @ w1 * 2) @ w2 + noise * rng.standard_normal((n_samples, n_targets))
+    y = np.tanh(x @ w1) @ w2 / 4 + noise * rng.standard_normal((n_samples, n_targets))
     y = y[:, 0] if n_targets == 1 else y
     return _make_splits(
         *_tensors(x, y.astype(np.float32)),
