@@ -228,6 +228,22 @@ def test_fit_trains_counts_steps_and_reports_the_tasks_metrics(tmp_path):
     assert final["val/acc"] > majority + 0.1  # it learned more than the most frequent class
 
 
+def epoch_checkpointer(directory, parts, state) -> Checkpointer:
+    """A Checkpointer of the tiny problem's parts, writing after each validation."""
+    task, model, optimizer, train_batches, _ = parts
+    return Checkpointer(
+        directory,
+        {"model": model, "optimizer": optimizer, "loop": state, "loader": train_batches},
+        lambda: {"rng": torch.get_rng_state()},
+        monitor=task.monitor,
+        every_steps=None,
+        at_epoch_end=True,
+        keep_last=None,
+        save_best=True,
+        steps_per_epoch=10,
+    )
+
+
 def test_checkpointer_restores_exactly_what_it_saved_and_training_goes_on_identically(tmp_path):
     # Uninterrupted: 3 epochs.
     parts = tiny_parts()
@@ -238,20 +254,8 @@ def test_checkpointer_restores_exactly_what_it_saved_and_training_goes_on_identi
 
     # Saved after epoch 1 by a Checkpointer, then restored into fresh objects, then continued.
     parts = tiny_parts()
-    task, model, optimizer, train_batches, _ = parts
     state = LoopState()
-    named = {"model": model, "optimizer": optimizer, "loop": state, "loader": train_batches}
-    checkpoints = Checkpointer(
-        tmp_path / "ckpt",
-        named,
-        lambda: {"rng": torch.get_rng_state()},
-        monitor=task.monitor,
-        every_steps=None,
-        at_epoch_end=True,
-        keep_last=None,
-        save_best=True,
-        steps_per_epoch=10,
-    )
+    checkpoints = epoch_checkpointer(tmp_path / "ckpt", parts, state)
     metrics = MetricsLog(tmp_path / "b.jsonl")
     run_fit(parts, state, metrics, epochs=1, on_validation=checkpoints.after_validation)
     metrics.close()
@@ -259,23 +263,13 @@ def test_checkpointer_restores_exactly_what_it_saved_and_training_goes_on_identi
     assert set(saved) == {"model", "optimizer", "loop", "loader", "best", "rng"}
 
     fresh = tiny_parts()
-    task, model, optimizer, train_batches, _ = fresh
+    model = fresh[1]
     with torch.no_grad():  # other weights and RNG state: everything must come from the file
         for parameter in model.parameters():
             parameter.zero_()
     torch.rand(100)
     state = LoopState()
-    restorer = Checkpointer(
-        tmp_path / "ckpt",
-        {"model": model, "optimizer": optimizer, "loop": state, "loader": train_batches},
-        dict,
-        monitor=task.monitor,
-        every_steps=None,
-        at_epoch_end=True,
-        keep_last=None,
-        save_best=True,
-        steps_per_epoch=10,
-    )
+    restorer = epoch_checkpointer(tmp_path / "ckpt", fresh, state)
     restorer.restore(saved)
     torch.set_rng_state(saved["rng"])
     assert state.epoch == 1 and state.step == 10 and restorer.best["metric"] == "val/loss"
