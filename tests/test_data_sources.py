@@ -1,0 +1,159 @@
+"""Data sources: MNIST and CIFAR-10 files in their real formats through torchvision's own
+loaders, .npz normalisation from the training split only, and the data fingerprint that
+lets `compare` name a changed file."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import compose_config, read_run, run_cli, train_in_process
+from hydra.utils import instantiate
+
+from seedbed.data.npz import npz_dataset
+from seedbed.runs.errors import ConfigError
+from seedbed.tools.compare import compare_runs
+
+
+def _vision():
+    try:
+        from seedbed.data.vision import torchvision
+
+        return torchvision()
+    except Exception as error:  # noqa: BLE001
+        pytest.skip(f"torchvision unusable here: {error}")
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """The IDX format of the MNIST files: magic (dtype 0x08 = ubyte, ndim), sizes, bytes."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(n).to_bytes(4, "big") for n in array.shape
+    )
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def make_mnist(root: Path, n_train: int = 40, n_test: int = 10) -> Path:
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n))
+    return root
+
+
+def make_cifar10(root: Path, per_batch: int = 6) -> Path:
+    """cifar-10-batches-py: pickled dicts of `data` (N x 3072 uint8) and `labels`."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {
+            "data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+            "labels": rng.integers(0, 10, per_batch).tolist(),
+        }
+        (folder / name).write_bytes(pickle.dumps(batch))
+    meta = {"label_names": [f"class{i}" for i in range(10)]}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta))
+    return root
+
+
+def test_mnist_files_load_through_torchvision_and_train(tmp_path):
+    _vision()
+    root = make_mnist(tmp_path / "data")
+    data = instantiate(
+        compose_config("data=mnist", f"data.root={root}", "data.val_fraction=0.25").data
+    )
+    assert (len(data.train), len(data.val), len(data.test)) == (30, 10, 10)
+    assert data.input_shape == (1, 28, 28)
+    x, y = data.val[(0, 0)]
+    assert x.dtype == torch.float32 and y.dtype == torch.int64
+    run = train_in_process(
+        tmp_path / "run",
+        "data=mnist",
+        f"data.root={root}",
+        "model=cnn",
+        "trainer.epochs=1",
+        "loader.batch_size=8",
+    )
+    assert run["status"] == "completed" and run["data"]["source"] == "mnist"
+    assert run["data"]["fingerprint_of"]["files"] == 4
+
+
+def test_cifar10_batches_load_through_torchvision(tmp_path, monkeypatch):
+    tv = _vision()
+    # The real loader checks each file's MD5 against the published archive; generated files
+    # cannot match it, so that check (only) is passed over.
+    monkeypatch.setattr(tv.datasets.cifar, "check_integrity", lambda path, md5=None: True)
+    root = make_cifar10(tmp_path / "data")
+    data = instantiate(compose_config("data=cifar10", f"data.root={root}").data)
+    assert (len(data.train) + len(data.val), len(data.test)) == (30, 6)
+    assert data.input_shape == (3, 32, 32)
+    train = data.train.with_augment_seed(3)
+    assert not torch.equal(train[(0, 0)][0], train[(1, 0)][0])  # crop and flip by default
+
+
+@pytest.mark.parametrize("download", ["false", "true"])
+def test_absent_files_say_where_they_are_expected(tmp_path, download):
+    _vision()
+    (tmp_path / "data").mkdir()
+    code, _, err = run_cli(
+        tmp_path / "run",
+        "data=mnist",
+        f"data.root={tmp_path / 'data'}",
+        f"data.download={download}",
+    )
+    assert code == 2
+    line = err.splitlines()[-1]
+    assert str(tmp_path / "data" / "MNIST" / "raw") in line and "Traceback" not in err
+
+
+def test_resnet18_fits_the_datas_channels_and_classes():
+    _vision()
+    from seedbed.models import ResNet18
+
+    model = ResNet18((1, 28, 28), 7)
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 7)
+    with pytest.raises(ConfigError, match="ResNet18.*\\(16,\\)"):
+        ResNet18((16,), 3)
+
+
+def test_normalisation_statistics_come_from_the_training_split_only(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "d.npz"
+    x, x_val = rng.normal(3.0, 2.0, (400, 5)), rng.normal(1000.0, 50.0, (100, 5))
+    np.savez(path, x=x, y=rng.integers(0, 2, 400), x_val=x_val, y_val=rng.integers(0, 2, 100))
+    data = npz_dataset(str(path), 0.2, seed=0)
+    expected_mean = torch.as_tensor(x, dtype=torch.float64).mean(0).float()
+    assert torch.allclose(data.normalization.mean, expected_mean)
+    assert data.train.x.mean(0).abs().max() < 1e-4  # training split: mean 0, std 1
+    assert data.val.x.mean() > 100  # val is scaled with train's statistics, not its own
+
+
+def test_uint8_inputs_are_scaled_to_unit_range(tmp_path):
+    path = tmp_path / "u8.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, x=rng.integers(0, 256, (50, 4, 4), dtype=np.uint8), y=rng.integers(0, 2, 50))
+    data = npz_dataset(str(path), 0.2, seed=0, normalize="none")
+    assert float(data.train.x.min()) >= 0.0 and float(data.train.x.max()) <= 1.0
+
+
+def test_compare_names_the_data_change_after_one_value_is_edited(tmp_path):
+    path = tmp_path / "d.npz"
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(120, 6)).astype(np.float32), rng.integers(0, 3, 120)
+    np.savez(path, x=x, y=y)
+    small = ["data=npz", f"data.path={path}", "trainer.epochs=1", "loader.batch_size=16"]
+    train_in_process(tmp_path / "a", *small)
+    x[7, 2] += 0.5
+    np.savez(path, x=x, y=y)
+    train_in_process(tmp_path / "b", *small)
+    report = compare_runs(tmp_path / "a", tmp_path / "b")
+    assert not report["identical"]
+    assert report["config"] == {}
+    assert report["likely_causes"][0].startswith("data changed")
+    assert "data changed" in report["verdict"]
+    assert read_run(tmp_path / "a")["data"]["paths"]["path"] == str(path.resolve())
