@@ -4,12 +4,10 @@ lets `compare` name a changed file."""
 
 from __future__ import annotations
 
-import pickle
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from data_files import make_cifar10, make_mnist
 from helpers import compose_config, read_run, run_cli, train_in_process
 from hydra.utils import instantiate
 
@@ -25,40 +23,6 @@ def _vision():
         return torchvision()
     except Exception as error:  # noqa: BLE001
         pytest.skip(f"torchvision unusable here: {error}")
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """The IDX format of the MNIST files: magic (dtype 0x08 = ubyte, ndim), sizes, bytes."""
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
-        int(n).to_bytes(4, "big") for n in array.shape
-    )
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
-
-
-def make_mnist(root: Path, n_train: int = 40, n_test: int = 10) -> Path:
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
-        write_idx(raw / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n))
-    return root
-
-
-def make_cifar10(root: Path, per_batch: int = 6) -> Path:
-    """cifar-10-batches-py: pickled dicts of `data` (N x 3072 uint8) and `labels`."""
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {
-            "data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-            "labels": rng.integers(0, 10, per_batch).tolist(),
-        }
-        (folder / name).write_bytes(pickle.dumps(batch))
-    meta = {"label_names": [f"class{i}" for i in range(10)]}
-    (folder / "batches.meta").write_bytes(pickle.dumps(meta))
-    return root
 
 
 def test_mnist_files_load_through_torchvision_and_train(tmp_path):

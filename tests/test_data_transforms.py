@@ -10,23 +10,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from data_files import make_image_folder
 from helpers import ROOT, compose_config, read_run, run_cli, run_train, train_in_process
 from hydra.utils import instantiate
 
 from seedbed.runs.interrupts import TEST_SIGNAL_ENV
 
-pytest.importorskip("PIL")
 try:  # torchvision is an optional extra; an unusable install skips these tests
     from seedbed.data.vision import torchvision
 
     torchvision()
 except Exception as error:  # noqa: BLE001
     pytest.skip(f"torchvision unusable here: {error}", allow_module_level=True)
-
-from PIL import Image  # noqa: E402
 
 V2 = "torchvision.transforms.v2"
 # RandomResizedCrop + RandomHorizontalFlip + ColorJitter: they draw from torch's global RNG.
@@ -47,16 +44,6 @@ RUN = [
     "checkpoint.keep_last=null",
     TRANSFORMS,
 ]
-
-
-def make_image_folder(root: Path, classes: int = 3, per_class: int = 8, size: int = 14) -> Path:
-    rng = np.random.default_rng(0)
-    for c in range(classes):
-        (root / f"class{c}").mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            pixels = (rng.random((size, size, 3)) * 100 + 60 * c).astype(np.uint8)
-            Image.fromarray(pixels).save(root / f"class{c}" / f"{i}.png")
-    return root
 
 
 @pytest.fixture(scope="module")
