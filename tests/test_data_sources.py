@@ -121,3 +121,35 @@ def test_compare_names_the_data_change_after_one_value_is_edited(tmp_path):
     assert report["likely_causes"][0].startswith("data changed")
     assert "data changed" in report["verdict"]
     assert read_run(tmp_path / "a")["data"]["paths"]["path"] == str(path.resolve())
+
+
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=[
+                pytest.mark.cuda,
+                pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+            ],
+        ),
+    ],
+)
+def test_data_kept_on_the_device_gives_the_same_weights(tmp_path, device):
+    small = [
+        "data=synthetic",
+        "data.n_samples=256",
+        "data.augment=null",
+        "trainer.epochs=1",
+        f"trainer.device={device}",
+    ]
+    host = train_in_process(tmp_path / "host", *small)
+    on_device = train_in_process(tmp_path / "device", *small, "loader.on_device=true")
+    assert on_device["weights_sha256"] == host["weights_sha256"]
+
+
+def test_data_on_the_device_with_augmentation_is_refused_in_one_line(tmp_path):
+    code, _, err = run_cli(tmp_path / "run", "loader.on_device=true", "trainer.epochs=1")
+    assert code == 2
+    assert err.splitlines()[-1].startswith("error: loader.on_device=True is not allowed")

@@ -389,6 +389,10 @@ class LoaderConfig:
     """Batches each worker loads ahead (needs num_workers > 0); null is PyTorch's default."""
     drop_last: bool = False
     """Drop the last incomplete training batch of each epoch."""
+    on_device: bool = False
+    """Keep in-memory data (without per-sample augmentation) on the training device and index
+    batches there: no host-to-device copy per step, so small models are not host-bound.
+    Needs num_workers=0."""
 
 
 @dataclass
@@ -626,6 +630,12 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.loader.batch_size > 0, "loader.batch_size", cfg.loader.batch_size, "an int > 0")
     workers = cfg.loader.num_workers
     _check(workers >= 0, "loader.num_workers", workers, "an int >= 0")
+    _check(
+        not (cfg.loader.on_device and workers > 0),
+        "loader.on_device",
+        True,
+        "false when loader.num_workers > 0 (data on the device is indexed in this process)",
+    )
     if workers == 0:
         _check(
             not cfg.loader.persistent_workers,

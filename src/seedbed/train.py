@@ -41,7 +41,7 @@ def train(cfg: DictConfig, run: RunSession) -> dict[str, Any]:
     model.to(device)
 
     train_batches, val_batches = build_batches(
-        data, cfg.loader, seeds, run.ranks.rank, run.ranks.world_size
+        data, cfg.loader, seeds, run.ranks.rank, run.ranks.world_size, device
     )
     steps_per_epoch = min(len(train_batches), cfg.trainer.limit_train_batches or math.inf)
     optimizer = build_optimizer(model.parameters(), cfg.optim)
