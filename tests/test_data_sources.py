@@ -4,13 +4,18 @@ lets `compare` name a changed file."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 from data_files import make_cifar10, make_mnist
-from helpers import compose_config, read_run, run_cli, train_in_process
+from helpers import ROOT, compose_config, read_run, run_cli, run_train, train_in_process
 from hydra.utils import instantiate
 
+from seedbed.data.arrays import split_indices
 from seedbed.data.npz import npz_dataset
 from seedbed.runs.errors import ConfigError
 from seedbed.tools.compare import compare_runs
@@ -97,6 +102,19 @@ def test_normalisation_statistics_come_from_the_training_split_only(tmp_path):
     assert data.val.x.mean() > 100  # val is scaled with train's statistics, not its own
 
 
+def test_a_drawn_validation_split_does_not_inform_the_statistics(tmp_path):
+    rng = np.random.default_rng(1)
+    x = rng.normal(0.0, 1.0, (200, 3))
+    path = tmp_path / "d.npz"
+    np.savez(path, x=x, y=rng.integers(0, 2, 200))
+    train_idx, val_idx, _ = split_indices(200, 0.25, seed=4)
+    x[val_idx.numpy()] += 500.0  # only the validation rows move
+    np.savez(path, x=x, y=rng.integers(0, 2, 200))
+    data = npz_dataset(str(path), 0.25, seed=4)
+    expected = torch.as_tensor(x[train_idx.numpy()], dtype=torch.float64).mean(0).float()
+    assert torch.allclose(data.normalization.mean, expected, atol=1e-5)
+
+
 def test_uint8_inputs_are_scaled_to_unit_range(tmp_path):
     path = tmp_path / "u8.npz"
     rng = np.random.default_rng(0)
@@ -153,3 +171,23 @@ def test_data_on_the_device_with_augmentation_is_refused_in_one_line(tmp_path):
     code, _, err = run_cli(tmp_path / "run", "loader.on_device=true", "trainer.epochs=1")
     assert code == 2
     assert err.splitlines()[-1].startswith("error: loader.on_device=True is not allowed")
+
+
+def test_eval_finds_a_relative_data_path_from_any_directory(tmp_path):
+    """run.json records the absolute path: eval.py started elsewhere still finds the file."""
+    work = tmp_path / "project"
+    work.mkdir()
+    rng = np.random.default_rng(0)
+    np.savez(work / "d.npz", x=rng.normal(size=(80, 4)), y=rng.integers(0, 2, 80))
+    run_train(work / "run", "data=npz", "data.path=d.npz", "trainer.epochs=1")  # cwd: work
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "eval.py"), f"ckpt={work / 'run' / 'checkpoints' / 'last.pt'}"],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((work / "run" / "eval.json").read_text())["samples"] == 16

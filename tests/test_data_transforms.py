@@ -16,6 +16,7 @@ from data_files import make_image_folder
 from helpers import ROOT, compose_config, read_run, run_cli, run_train, train_in_process
 from hydra.utils import instantiate
 
+from seedbed.data.arrays import split_indices
 from seedbed.runs.interrupts import TEST_SIGNAL_ENV
 
 try:  # torchvision is an optional extra; an unusable install skips these tests
@@ -143,17 +144,15 @@ def test_own_dataset_samples_differ_between_epochs():
 
 def test_a_corrupt_image_is_named_in_one_line_even_from_a_worker(tmp_path):
     root = make_image_folder(tmp_path / "images")
-    (root / "class1" / "5.png").write_bytes(b"not a png at all")
+    files = sorted(root.glob("*/*.png"))  # ImageFolder's order: by class, then by name
+    train, _, _ = split_indices(len(files), 0.2, seed=0)
+    corrupt = files[int(train[-1])]  # loaded in a worker, not in the first-sample check
+    corrupt.write_bytes(b"not a png at all")
     code, _, err = run_cli(
-        tmp_path / "run",
-        "data=image_folder",
-        f"data.root={root}",
-        *RUN,
-        "loader.num_workers=2",
-        "data.val_fraction=0.5",
+        tmp_path / "run", "data=image_folder", f"data.root={root}", *RUN, "loader.num_workers=2"
     )
     assert code == 2
-    assert "5.png" in err.splitlines()[-1] and "Traceback" not in err
+    assert str(corrupt) in err.splitlines()[-1] and "Traceback" not in err
 
 
 @pytest.mark.parametrize(
