@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset, Subset, get_worker_info
 
 from seedbed.data.arrays import DataSplits
 from seedbed.runs.errors import SeedbedError
@@ -100,6 +100,9 @@ def _first_line(error: BaseException) -> str:
 
 
 def _describe(dataset: Any, index: int) -> str:
+    """The file of sample `index` where the dataset knows it, else its index."""
+    if isinstance(dataset, Subset):
+        return _describe(dataset.dataset, dataset.indices[index])
     samples = getattr(dataset, "samples", None)  # torchvision's ImageFolder: (path, label)
     if isinstance(samples, Sequence) and index < len(samples):
         return f"{samples[index][0]}"
@@ -162,7 +165,14 @@ class KeyedDataset(Dataset):
             raise DataError(
                 f"cannot load {_describe(self.dataset, index)}: {_first_line(error)}"
             ) from error
-        return self.transform(x) if self.transform is not None else x
+        if self.transform is None:
+            return x
+        try:
+            return self.transform(x)
+        except Exception as error:
+            raise DataError(
+                f"cannot transform {_describe(self.dataset, index)}: {_first_line(error)}"
+            ) from error
 
 
 def check_transforms(
