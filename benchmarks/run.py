@@ -258,6 +258,21 @@ def bench_peer(repeats: int) -> Result | None:
     )
 
 
+def bench_transforms(repeats: int) -> Result | None:
+    """Seconds per epoch of an image-folder pipeline: seedbed's loader vs DataLoader."""
+    try:
+        import PIL  # noqa: F401
+
+        from seedbed.data.vision import torchvision
+
+        torchvision()
+    except Exception:  # the vision extra is optional
+        return None
+    from transforms import bench_transforms as run
+
+    return run(repeats, Result)
+
+
 BENCHMARKS: dict[str, Callable[[int], Result | None]] = {
     "loop": lambda r: bench_loop(r, "mlp"),
     "loop-cnn": lambda r: bench_loop(r, "cnn"),
@@ -266,6 +281,7 @@ BENCHMARKS: dict[str, Callable[[int], Result | None]] = {
     "checkpoint": bench_checkpoint,
     "sweep": bench_sweep,
     "peer": bench_peer,
+    "transforms": bench_transforms,
 }
 
 

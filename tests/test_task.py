@@ -13,8 +13,9 @@ import torch
 from helpers import ROOT, SMALL, compose_config, read_run, run_cli, run_train, train_in_process
 from omegaconf import OmegaConf
 
-from seedbed.data.arrays import ArrayDataset, DataSplits, npz_dataset, split_indices
+from seedbed.data.arrays import ArrayDataset, DataSplits, split_indices
 from seedbed.data.loader import build_batches
+from seedbed.data.npz import npz_dataset
 from seedbed.evaluate import evaluate_checkpoint
 from seedbed.loop import EarlyStopping, LoopState, fit
 from seedbed.runs.checkpoint import Checkpointer, load_checkpoint
@@ -103,7 +104,9 @@ def test_npz_brings_its_own_validation_and_test_splits(tmp_path):
     }
     labels = {f"y{s}": rng.integers(0, 3, n) for s, n in (("", 50), ("_val", 7), ("_test", 9))}
     np.savez(tmp_path / "d.npz", **arrays, **labels)
-    data = npz_dataset(str(tmp_path / "d.npz"), val_fraction=0.2, seed=0, test_fraction=0.5)
+    data = npz_dataset(
+        str(tmp_path / "d.npz"), val_fraction=0.2, seed=0, test_fraction=0.5, normalize="none"
+    )
     assert len(data.train) == 50  # the fractions apply only to splits the file lacks
     assert torch.equal(data.val.x, torch.from_numpy(arrays["x_val"]))
     assert torch.equal(data.test.y, torch.from_numpy(labels["y_test"]))

@@ -18,6 +18,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from seedbed.data.normalize import MODES as NORMALIZE_MODES
 from seedbed.init import FAN_MODES, SCHEMES
 from seedbed.runs.determinism import MODES as DETERMINISM_MODES
 from seedbed.runs.errors import ConfigError
@@ -99,8 +100,9 @@ class SyntheticRegressionConfig:
     """Fraction held out for testing; 0 means no test split."""
     seed: int = 0
     """The dataset's own seed: the data does not change with the training seed."""
-    augment: AugmentConfig | None = None
-    """Per-sample augmentation of the training split; off by default."""
+    augment: AugmentConfig | None = field(default_factory=lambda: AugmentConfig(0.0, 0.0))
+    """Per-sample augmentation of the training split; off (all zero) by default: switch it on
+    with `data.augment.noise_std=0.1`."""
 
 
 @dataclass
@@ -135,7 +137,7 @@ class NpzDataConfig:
     labels for task=classification, floats for task=regression); optional `x_val`/`y_val`
     and `x_test`/`y_test` are used as those splits."""
 
-    _target_: str = "seedbed.data.arrays.npz_dataset"
+    _target_: str = "seedbed.data.npz.npz_dataset"
     path: str = MISSING
     """Path to the .npz file (relative to where you start the run)."""
     val_fraction: float = 0.2
@@ -144,8 +146,81 @@ class NpzDataConfig:
     """Fraction held out for testing (unless the file has x_test/y_test); 0: no test split."""
     seed: int = 0
     """Seed of the train/val/test split only."""
-    augment: AugmentConfig | None = None
-    """Per-sample augmentation of the training split; off by default for your own data."""
+    augment: AugmentConfig | None = field(default_factory=lambda: AugmentConfig(0.0, 0.0))
+    """Per-sample augmentation of the training split; off (all zero) by default for your own
+    data: switch it on with `data.augment.noise_std=0.1 data.augment.drop_prob=0.05`."""
+    normalize: str = "standard"
+    """standard: each input feature scaled to mean 0 and std 1 with statistics of the training
+    split only (saved in run.json and every checkpoint); none: as stored. Unsigned integer
+    inputs (uint8 images) are scaled to [0, 1] first either way."""
+
+
+@dataclass
+class MnistDataConfig:
+    """MNIST through torchvision (`pip install -e '.[vision]'`): 28x28 grey digits, 10 classes;
+    the official test set is the test split."""
+
+    _target_: str = "seedbed.data.vision.mnist"
+    _recursive_: bool = False
+    root: str = "data"
+    """Folder that holds (or will hold) MNIST/raw/."""
+    download: bool = False
+    """Download the files into `root` when they are not there."""
+    val_fraction: float = 0.1
+    """Fraction of the training files held out for validation (by `seed`)."""
+    seed: int = 0
+    """Seed of the train/val split only."""
+    train_transform: list[Any] | None = None
+    """torchvision.transforms.v2 transforms of the training split, each a `_target_` entry;
+    null: to a float image normalised with MNIST's mean and std."""
+    eval_transform: list[Any] | None = None
+    """Transforms of the val and test splits; null: the same normalisation, nothing random."""
+
+
+@dataclass
+class Cifar10DataConfig:
+    """CIFAR-10 through torchvision (`pip install -e '.[vision]'`): 32x32 colour images, 10
+    classes; the official test set is the test split."""
+
+    _target_: str = "seedbed.data.vision.cifar10"
+    _recursive_: bool = False
+    root: str = "data"
+    """Folder that holds (or will hold) cifar-10-batches-py/."""
+    download: bool = False
+    """Download and extract the archive into `root` when the files are not there."""
+    val_fraction: float = 0.1
+    """Fraction of the training files held out for validation (by `seed`)."""
+    seed: int = 0
+    """Seed of the train/val split only."""
+    train_transform: list[Any] | None = None
+    """Transforms of the training split, each a `_target_` entry; null: random crop (padding
+    4) and horizontal flip, normalised with CIFAR-10's mean and std."""
+    eval_transform: list[Any] | None = None
+    """Transforms of the val and test splits; null: the same normalisation, nothing random."""
+
+
+@dataclass
+class ImageFolderDataConfig:
+    """Your images, one sub-folder per class (torchvision's ImageFolder; `.[vision]` extra)."""
+
+    _target_: str = "seedbed.data.vision.image_folder"
+    _recursive_: bool = False
+    root: str = MISSING
+    """The folder whose sub-folders are the classes."""
+    image_size: int = 224
+    """Height and width of the images the default transforms produce."""
+    val_fraction: float = 0.2
+    """Fraction of the images held out for validation (by `seed`)."""
+    test_fraction: float = 0.0
+    """Fraction held out for testing; 0: no test split."""
+    seed: int = 0
+    """Seed of the train/val/test split only."""
+    train_transform: list[Any] | None = None
+    """Transforms of the training split, each a `_target_` entry; null: RandomResizedCrop to
+    `image_size` and horizontal flip, normalised with ImageNet's mean and std."""
+    eval_transform: list[Any] | None = None
+    """Transforms of the val and test splits; null: resize and centre crop to `image_size`,
+    normalised likewise."""
 
 
 @dataclass
@@ -213,6 +288,16 @@ class CNNConfig:
     """Output channels of each conv block (conv 3x3, ReLU, max-pool 2)."""
     dropout: float = 0.1
     """Dropout probability before the classifier."""
+
+
+@dataclass
+class ResNet18Config:
+    """torchvision's ResNet-18 (`.[vision]` extra), sized to the data's channels and classes."""
+
+    _target_: str = "seedbed.models.ResNet18"
+    small_inputs: bool | None = None
+    """A 3x3 stride-1 stem without max-pool, for small images (CIFAR); null: when the images
+    are at most 64 pixels wide."""
 
 
 @dataclass
@@ -304,6 +389,10 @@ class LoaderConfig:
     """Batches each worker loads ahead (needs num_workers > 0); null is PyTorch's default."""
     drop_last: bool = False
     """Drop the last incomplete training batch of each epoch."""
+    on_device: bool = False
+    """Keep in-memory data (without per-sample augmentation) on the training device and index
+    batches there: no host-to-device copy per step, so small models are not host-bound.
+    Needs num_workers=0."""
 
 
 @dataclass
@@ -440,8 +529,11 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
         "synthetic_regression": SyntheticRegressionConfig,
         "synthetic_images": SyntheticImagesConfig,
         "npz": NpzDataConfig,
+        "mnist": MnistDataConfig,
+        "cifar10": Cifar10DataConfig,
+        "image_folder": ImageFolderDataConfig,
     },
-    "model": {"mlp": MLPConfig, "cnn": CNNConfig},
+    "model": {"mlp": MLPConfig, "cnn": CNNConfig, "resnet18": ResNet18Config},
     "optim": {"sgd": SGDConfig, "adamw": AdamWConfig},
     "sched": {"none": NoSchedConfig, "cosine": CosineSchedConfig, "step": StepSchedConfig},
 }
@@ -538,6 +630,12 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.loader.batch_size > 0, "loader.batch_size", cfg.loader.batch_size, "an int > 0")
     workers = cfg.loader.num_workers
     _check(workers >= 0, "loader.num_workers", workers, "an int >= 0")
+    _check(
+        not (cfg.loader.on_device and workers > 0),
+        "loader.on_device",
+        True,
+        "false when loader.num_workers > 0 (data on the device is indexed in this process)",
+    )
     if workers == 0:
         _check(
             not cfg.loader.persistent_workers,
@@ -596,6 +694,11 @@ def validate(cfg: DictConfig) -> None:
         test,
         f"a number below 1 - data.val_fraction ({1 - val:g}): training needs samples",
     )
+    normalize = cfg.data.get("normalize")
+    if normalize is not None:
+        _check_choice("data.normalize", normalize, NORMALIZE_MODES)
+    size = cfg.data.get("image_size")
+    _check(size is None or size > 0, "data.image_size", size, "an int > 0")
     augment = cfg.data.get("augment")
     if augment is not None:
         _check(augment.noise_std >= 0, "data.augment.noise_std", augment.noise_std, "a number >= 0")

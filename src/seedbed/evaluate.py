@@ -19,7 +19,6 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from seedbed.data.arrays import ArrayDataset
 from seedbed.data.loader import eval_batches
 from seedbed.loop import evaluate
 from seedbed.runs.checkpoint import load_checkpoint
@@ -27,7 +26,7 @@ from seedbed.runs.determinism import set_determinism
 from seedbed.runs.device import resolve_device
 from seedbed.runs.errors import EXIT_USER_ERROR, ConfigError, SeedbedError
 from seedbed.runs.files import atomic_write
-from seedbed.runs.record import weights_sha256
+from seedbed.runs.record import RUN_FILE, weights_sha256
 from seedbed.runs.resume import run_dir_of
 from seedbed.train import build_task
 
@@ -47,7 +46,7 @@ def evaluate_checkpoint(path: str | Path, split: str = "val", device: str | None
     set_determinism(cfg.determinism.mode)
     target = resolve_device(device or cfg.trainer.device, key="device")
     task = build_task(cfg.task)
-    data = task.prepare(instantiate(cfg.data))
+    data = task.prepare(instantiate(cfg.data, **_data_arguments(cfg, path, checkpoint)))
     splits = data.splits()
     if split not in splits:
         raise ConfigError(
@@ -61,7 +60,7 @@ def evaluate_checkpoint(path: str | Path, split: str = "val", device: str | None
     model.to(target)
     dataset = splits[split]
     if split == "train":  # evaluated as it is stored: without augmentation
-        dataset = ArrayDataset(dataset.x, dataset.y)
+        dataset = dataset.unaugmented()
     batches = eval_batches(dataset, cfg.loader.batch_size)
     result = evaluate(model, batches, task, target, split=split)
     return {
@@ -76,6 +75,22 @@ def evaluate_checkpoint(path: str | Path, split: str = "val", device: str | None
         "samples": len(dataset),
         "metrics": result,
     }
+
+
+def _data_arguments(cfg: Any, path: Path, checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """What rebuilding the run's data needs beyond its config: the normalisation statistics
+    training used, and the absolute paths run.json recorded where a relative one does not
+    resolve from here (eval.py may run from any directory)."""
+    arguments: dict[str, Any] = {}
+    if checkpoint.get("data_normalization") is not None:
+        arguments["normalization"] = checkpoint["data_normalization"]
+    run_file = run_dir_of(path) / RUN_FILE
+    recorded = json.loads(run_file.read_text()).get("data") or {} if run_file.is_file() else {}
+    for key, absolute in (recorded.get("paths") or {}).items():
+        given = cfg.data.get(key)
+        if isinstance(given, str) and not Path(given).exists():
+            arguments[key] = absolute
+    return arguments
 
 
 def parse_args(args: list[str]) -> dict[str, str]:

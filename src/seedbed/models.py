@@ -85,3 +85,35 @@ class CNN(nn.Module):
 
 def _max_blocks(input_shape: Sequence[int]) -> int:
     return max(min(input_shape[1:]).bit_length() - 1, 0)
+
+
+class ResNet18(nn.Module):
+    """torchvision's ResNet-18 with its first layer fitted to the data's channels and its last
+    to `num_outputs`; `small_inputs` (default: images at most 64 wide) swaps the 7x7 stride-2
+    stem and its max-pool for a 3x3 stride-1 conv, as is usual for CIFAR-sized images."""
+
+    def __init__(
+        self, input_shape: Sequence[int], num_outputs: int, small_inputs: bool | None = None
+    ) -> None:
+        super().__init__()
+        from seedbed.data.vision import torchvision  # the optional `vision` extra
+
+        if len(input_shape) != 3:
+            raise ConfigError(
+                "model",
+                "ResNet18",
+                f"image inputs shaped (channels, height, width); the data's inputs are "
+                f"{tuple(input_shape)} (use model=mlp for vectors)",
+            )
+        channels, _, width = input_shape
+        self.net = torchvision().models.resnet18(num_classes=num_outputs)
+        if small_inputs is None:
+            small_inputs = width <= 64
+        if small_inputs:
+            self.net.conv1 = nn.Conv2d(channels, 64, kernel_size=3, padding=1, bias=False)
+            self.net.maxpool = nn.Identity()
+        elif channels != 3:
+            self.net.conv1 = nn.Conv2d(channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)

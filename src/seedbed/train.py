@@ -35,12 +35,13 @@ def train(cfg: DictConfig, run: RunSession) -> dict[str, Any]:
     seeds, device = run.seeds, run.device  # seeded and placed by the session, before all else
     task = build_task(cfg.task)
     data = task.prepare(instantiate(cfg.data))
+    run.record_data(data.record)  # what was read: paths, fingerprint, normalisation
     model = instantiate(cfg.model, input_shape=data.input_shape, num_outputs=data.num_outputs)
     init_weights(model, cfg.init.scheme, seeds.generator("init"), mode=cfg.init.mode)
     model.to(device)
 
     train_batches, val_batches = build_batches(
-        data, cfg.loader, seeds, run.ranks.rank, run.ranks.world_size
+        data, cfg.loader, seeds, run.ranks.rank, run.ranks.world_size, device
     )
     steps_per_epoch = min(len(train_batches), cfg.trainer.limit_train_batches or math.inf)
     optimizer = build_optimizer(model.parameters(), cfg.optim)
@@ -60,6 +61,7 @@ def train(cfg: DictConfig, run: RunSession) -> dict[str, Any]:
         loop=state,
         loader=train_batches,
         early_stopping=early_stopping,
+        data_normalization=data.normalization,
     )
     return fit(
         run.distribute(model),

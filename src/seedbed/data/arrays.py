@@ -8,9 +8,8 @@ in the main process and in any DataLoader worker, and different every epoch.
 
 from __future__ import annotations
 
-import zipfile
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,6 +66,10 @@ class ArrayDataset(Dataset):
             x = self.augment(x, sample_rng(self.augment_seed, epoch, index))
         return x, self.y[index]
 
+    def unaugmented(self) -> ArrayDataset:
+        """The same samples without augmentation: how eval reads the training split."""
+        return ArrayDataset(self.x, self.y)
+
     def batch(self, indices: Tensor) -> tuple[Tensor, Tensor]:
         """A whole batch by tensor indexing: only for data without a per-sample transform."""
         return self.x[indices], self.y[indices]
@@ -76,19 +79,24 @@ class ArrayDataset(Dataset):
 class DataSplits:
     """What the rest of the code needs from the data: the splits and the input shape.
 
-    `num_classes` is what the source knows (e.g. `n_classes` of a synthetic set, whose
-    rarest class may be absent); `num_outputs` is set by the task from the targets.
-    `sources` says which files were read (for the run record).
+    A split is an `ArrayDataset` (in memory) or any dataset addressed by (epoch, index)
+    with labels in `.y` (`seedbed.data.datasets.KeyedDataset`). `num_classes` is what the
+    source knows (e.g. `n_classes` of a synthetic set, whose rarest class may be absent);
+    `num_outputs` is set by the task from the targets. `record` says what data was read
+    (files, fingerprint, normalisation) for run.json; `normalization` is saved in every
+    checkpoint, so evaluation applies the statistics training used.
     """
 
-    train: ArrayDataset
-    val: ArrayDataset
+    train: Any
+    val: Any
     input_shape: tuple[int, ...]
-    test: ArrayDataset | None = None
+    test: Any | None = None
     num_classes: int | None = None
     num_outputs: int | None = None
+    record: dict[str, Any] = field(default_factory=dict)
+    normalization: Any | None = None
 
-    def splits(self) -> dict[str, ArrayDataset]:
+    def splits(self) -> dict[str, Any]:
         """The splits that exist, by name: train, val and (when there is one) test."""
         found = {"train": self.train, "val": self.val}
         if self.test is not None:
@@ -117,7 +125,7 @@ def split_indices(
     return train.sort().values, val.sort().values, test.sort().values
 
 
-def _make_splits(
+def make_splits(
     x: Tensor,
     y: Tensor,
     val_fraction: float,
@@ -136,7 +144,7 @@ def _make_splits(
     )
 
 
-def _tensors(x: np.ndarray, y: np.ndarray) -> tuple[Tensor, Tensor]:
+def as_tensors(x: np.ndarray, y: np.ndarray) -> tuple[Tensor, Tensor]:
     """float32 inputs; targets as they are stored (the task converts and checks them)."""
     return (
         torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
@@ -144,8 +152,10 @@ def _tensors(x: np.ndarray, y: np.ndarray) -> tuple[Tensor, Tensor]:
     )
 
 
-def _augment(cfg: object | None) -> Augment | None:
-    if cfg is None:
+def build_augment(cfg: object | None) -> Augment | None:
+    """The augmentation `cfg` asks for; None (no per-sample transform: the fast path) when it
+    is null or all zero."""
+    if cfg is None or (float(cfg.noise_std) == 0 and float(cfg.drop_prob) == 0):
         return None
     return Augment(noise_std=float(cfg.noise_std), drop_prob=float(cfg.drop_prob))
 
@@ -165,8 +175,8 @@ def synthetic_classification(
     centres = rng.standard_normal((n_classes, n_features)) * class_sep
     y = rng.integers(0, n_classes, size=n_samples)
     x = centres[y] + rng.standard_normal((n_samples, n_features))
-    return _make_splits(
-        *_tensors(x, y), val_fraction, seed, _augment(augment), n_classes, test_fraction
+    return make_splits(
+        *as_tensors(x, y), val_fraction, seed, build_augment(augment), n_classes, test_fraction
     )
 
 
@@ -188,11 +198,11 @@ def synthetic_regression(
     x = rng.standard_normal((n_samples, n_features))
     y = np.tanh(x @ w1) @ w2 / 4 + noise * rng.standard_normal((n_samples, n_targets))
     y = y[:, 0] if n_targets == 1 else y
-    return _make_splits(
-        *_tensors(x, y.astype(np.float32)),
+    return make_splits(
+        *as_tensors(x, y.astype(np.float32)),
         val_fraction,
         seed,
-        _augment(augment),
+        build_augment(augment),
         test_fraction=test_fraction,
     )
 
@@ -213,95 +223,6 @@ def synthetic_images(
     templates = rng.standard_normal((n_classes, channels, size, size))
     y = rng.integers(0, n_classes, size=n_samples)
     x = templates[y] + noise * rng.standard_normal((n_samples, channels, size, size))
-    return _make_splits(
-        *_tensors(x, y), val_fraction, seed, _augment(augment), n_classes, test_fraction
+    return make_splits(
+        *as_tensors(x, y), val_fraction, seed, build_augment(augment), n_classes, test_fraction
     )
-
-
-NPZ_ARRAYS = ("x", "y", "x_val", "y_val", "x_test", "y_test")
-
-
-def _check_pair(path: str, x: np.ndarray, y: np.ndarray, x_name: str, y_name: str) -> None:
-    allowed = f"an .npz whose {x_name} and {y_name}"
-    if x.ndim < 1 or not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
-        raise ConfigError(
-            "data.path",
-            path,
-            f"{allowed} are numeric arrays ({x_name}: {x.dtype}, shape {x.shape})",
-        )
-    if y.ndim < 1 or not (np.issubdtype(y.dtype, np.number) or y.dtype == np.bool_):
-        raise ConfigError(
-            "data.path",
-            path,
-            f"{allowed} are numeric arrays ({y_name}: {y.dtype}, shape {y.shape})",
-        )
-    if len(x) != len(y):
-        raise ConfigError(
-            "data.path",
-            path,
-            f"{allowed} have the same length ({x_name}: {len(x)}, {y_name}: {len(y)})",
-        )
-    for name, array in ((x_name, x), (y_name, y)):
-        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-            raise ConfigError("data.path", path, f"finite values in {name} (it holds NaN or inf)")
-
-
-def npz_dataset(
-    path: str,
-    val_fraction: float,
-    seed: int,
-    test_fraction: float = 0.0,
-    augment: object | None = None,
-) -> DataSplits:
-    """A user's .npz file: `x` (inputs, any shape) and `y` (targets: int labels for
-    classification, floats for regression); `x_val`/`y_val` and `x_test`/`y_test` are used
-    as those splits when present, else they are drawn from `x`/`y` by the fractions."""
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError("data.path", path, "an existing .npz file with arrays x and y")
-    try:
-        with np.load(file, allow_pickle=False) as npz:
-            if not isinstance(npz, np.lib.npyio.NpzFile):
-                raise ConfigError(
-                    "data.path", path, "an .npz archive (this is a single .npy array)"
-                )
-            missing = [name for name in ("x", "y") if name not in npz.files]
-            if missing:
-                raise ConfigError(
-                    "data.path", path, f"an .npz with arrays x and y (missing {', '.join(missing)})"
-                )
-            arrays = {name: npz[name] for name in NPZ_ARRAYS if name in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, AttributeError) as error:
-        raise ConfigError(
-            "data.path", path, f"a readable .npz file ({type(error).__name__}: {error})"
-        ) from error
-    for split in ("", "_val", "_test"):
-        has_x, has_y = f"x{split}" in arrays, f"y{split}" in arrays
-        if has_x != has_y:
-            raise ConfigError("data.path", path, f"both x{split} and y{split}, or neither")
-        if has_x:
-            _check_pair(path, arrays[f"x{split}"], arrays[f"y{split}"], f"x{split}", f"y{split}")
-    if len(arrays["y"]) < 2:
-        raise ConfigError("data.path", path, "at least 2 samples in x and y")
-    augment_fn = _augment(augment)
-    given_val, given_test = "x_val" in arrays, "x_test" in arrays
-    data = _make_splits(
-        *_tensors(arrays["x"], arrays["y"]),
-        0.0 if given_val else val_fraction,
-        seed,
-        augment_fn,
-        test_fraction=0.0 if given_test else test_fraction,
-    )
-    if given_val:
-        data.val = ArrayDataset(*_tensors(arrays["x_val"], arrays["y_val"]))
-    if given_test:
-        data.test = ArrayDataset(*_tensors(arrays["x_test"], arrays["y_test"]))
-    for name, dataset in data.splits().items():
-        if tuple(dataset.x.shape[1:]) != data.input_shape:
-            raise ConfigError(
-                "data.path",
-                path,
-                f"inputs of one shape in every split (x: {data.input_shape}, "
-                f"{name}: {tuple(dataset.x.shape[1:])})",
-            )
-    return data

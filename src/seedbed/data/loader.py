@@ -18,6 +18,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
 
 from seedbed.data.arrays import ArrayDataset, DataSplits
+from seedbed.runs.errors import ConfigError
 from seedbed.runs.launchers import dataloader_context
 from seedbed.runs.seeding import Seeds, child_seed
 
@@ -132,8 +133,8 @@ class EpochBatches:
             yield from self.loader
             return
         for indices in self.sampler.batch_indices():
-            x, y = self.dataset.batch(indices)
-            if self.pin_memory:
+            x, y = self.dataset.batch(indices.to(self.dataset.x.device))
+            if self.pin_memory and x.device.type == "cpu":  # on_device data needs no pinning
                 x, y = x.pin_memory(), y.pin_memory()
             yield x, y
 
@@ -144,9 +145,13 @@ def build_batches(
     seeds: Seeds,
     rank: int = 0,
     world_size: int = 1,
+    device: torch.device | str = "cpu",
 ) -> tuple[EpochBatches, EpochBatches]:
     """Training batches (shuffled per epoch from the data stream, this rank's shard of them)
-    and validation batches (all of them, on every rank), as `loader` (the config group) says."""
+    and validation batches (all of them, on every rank), as `loader` (the config group) says;
+    with `loader.on_device`, in-memory splits are moved to `device` first."""
+    if loader.get("on_device", False):
+        move_to_device(data, device)
     train_sampler = EpochBatchSampler(
         len(data.train),
         loader.batch_size,
@@ -167,6 +172,21 @@ def build_batches(
         multiprocessing_context=dataloader_context(),
     )
     return train, eval_batches(data.val, loader.batch_size, loader.pin_memory)
+
+
+def move_to_device(data: DataSplits, device: torch.device | str) -> None:
+    """Every split's tensors on `device`, so batches are indexed there (no host copy per
+    step). Only for in-memory data without a per-sample transform: a transform runs per
+    sample on the host."""
+    for name, dataset in data.splits().items():
+        if dataset.has_transform or not isinstance(dataset, ArrayDataset):
+            raise ConfigError(
+                "loader.on_device",
+                True,
+                f"false for data with a per-sample transform or not in memory (the {name} "
+                "split has one: data.augment, transforms or files)",
+            )
+        dataset.x, dataset.y = dataset.x.to(device), dataset.y.to(device)
 
 
 def eval_batches(dataset: ArrayDataset, batch_size: int, pin_memory: bool = False) -> EpochBatches:

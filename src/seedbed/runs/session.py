@@ -152,6 +152,11 @@ class RunSession:
 
     # -- what the recipe is handed ----------------------------------------------------------
 
+    def record_data(self, record: dict[str, Any]) -> None:
+        """run.json's `data`: which files the run read (as given and absolute), their
+        fingerprint (what `compare` names when the data changed) and the normalisation."""
+        self.record.update(data=record)
+
     def distribute(self, model: nn.Module) -> nn.Module:
         """What the loop calls: `model` itself, or wrapped in DDP for a distributed run."""
         if not self.cfg.trainer.distributed:

@@ -168,8 +168,9 @@ def explain(
     patch_b: str | None,
 ) -> list[str]:
     """The recorded differences most likely to explain a mismatch, most likely first:
-    the config (loggers aside: they only watch), then the environment."""
-    causes = [
+    the data read, the config (loggers aside: they only watch), then the environment."""
+    causes = data_changes(run_a.get("data") or {}, run_b.get("data") or {})
+    causes += [
         f"config {key}: {va!r} vs {vb!r}"
         for key, (va, vb) in config.items()
         if not key.startswith("logger.")
@@ -193,6 +194,18 @@ def explain(
             if not _same(va, vb):
                 causes.append(f"{label}: {va!r} vs {vb!r}")
     return causes
+
+
+def data_changes(data_a: Mapping[str, Any], data_b: Mapping[str, Any]) -> list[str]:
+    """ "data changed" when the two runs read data with different fingerprints."""
+    fingerprint_a, fingerprint_b = data_a.get("fingerprint"), data_b.get("fingerprint")
+    if fingerprint_a is None or fingerprint_b is None or fingerprint_a == fingerprint_b:
+        return []
+    where = data_a.get("paths") or data_a.get("path") or data_a.get("root")
+    return [
+        f"data changed: the files read differ ({where}; fingerprint "
+        f"{fingerprint_a[:12]} vs {fingerprint_b[:12]})"
+    ]
 
 
 def _read_patch(run_dir: Path) -> str | None:
@@ -240,6 +253,10 @@ def compare_runs(a: str | Path, b: str | Path) -> dict[str, Any]:
             run_a.get("determinism", {}), run_b.get("determinism", {})
         ),
         "environment": env_diff,
+        "data": mapping_difference(
+            {"fingerprint": (run_a.get("data") or {}).get("fingerprint")},
+            {"fingerprint": (run_b.get("data") or {}).get("fingerprint")},
+        ),
         "logged_records": [len(metrics_a), len(metrics_b)],
         "divergence": divergence,
         "final_metrics": {
@@ -282,6 +299,8 @@ def verdict(report: Mapping[str, Any]) -> str:
                 else worst["reason"]
             )
             parts.append(f"{len(weights)} weight tensors differ (worst {worst['name']}: {detail})")
+    if report.get("data"):
+        parts.append("data changed")
     if report["seeds"]:
         parts.append("the seeds differ")
     elif report["config"]:
@@ -309,6 +328,7 @@ def format_report(report: Mapping[str, Any]) -> str:
     if "torch.build_config" in report["environment"]:
         env["torch.build_config"] = ["(differs)", "(differs)"]
     section("environment", env, "same")
+    section("data", report.get("data", {}), "same")
     divergence = report["divergence"]
     if divergence is None:
         lines.append(f"metrics: identical ({report['logged_records'][0]} records)")

@@ -14,6 +14,7 @@ the differing tensors and the likely causes; 2 when a run could not be made.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -23,7 +24,7 @@ import yaml
 
 from seedbed.config import CONFIG_DIR, run_name
 from seedbed.runs.errors import EXIT_USER_ERROR, SeedbedError
-from seedbed.runs.record import CONFIG_FILE
+from seedbed.runs.record import CONFIG_FILE, RUN_FILE
 from seedbed.tools.compare import (
     EXIT_DIFFERENT,
     check_run_dir,
@@ -73,6 +74,12 @@ def rerun_config(recorded: Path, where: Path) -> list[str]:
             f"{recorded / CONFIG_FILE} is not a resolved run config: "
             "expected the config.yaml of a run that started"
         )
+    # A relative data path that does not resolve from here: the absolute one run.json recorded.
+    recorded_data = json.loads((recorded / RUN_FILE).read_text()).get("data") or {}
+    for key, absolute in (recorded_data.get("paths") or {}).items():
+        given = (config.get("data") or {}).get(key)
+        if isinstance(given, str) and not Path(given).exists():
+            config["data"][key] = absolute
     where.mkdir(parents=True, exist_ok=True)
     (where / "rerun.yaml").write_text(yaml.safe_dump({**RERUN_HEADER, **config}, sort_keys=False))
     return ["--config-dir", str(where), "--config-name", "rerun"]

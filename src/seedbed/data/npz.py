@@ -1,0 +1,131 @@
+"""A user's .npz file as train/val/test splits, checked at load, normalised, fingerprinted.
+
+`x` (inputs, any shape) and `y` (targets: int labels for classification, floats for
+regression); `x_val`/`y_val` and `x_test`/`y_test` are used as those splits when
+present. Strings, 0-d arrays and NaN/inf are refused at load, naming the array.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seedbed.data.arrays import ArrayDataset, DataSplits, as_tensors, build_augment, make_splits
+from seedbed.data.fingerprint import file_sha256
+from seedbed.data.normalize import Normalization, check_mode, scale_integers
+from seedbed.runs.errors import ConfigError
+
+NPZ_ARRAYS = ("x", "y", "x_val", "y_val", "x_test", "y_test")
+
+
+def _check_pair(path: str, x: np.ndarray, y: np.ndarray, x_name: str, y_name: str) -> None:
+    allowed = f"an .npz whose {x_name} and {y_name}"
+    if x.ndim < 1 or not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+        raise ConfigError(
+            "data.path",
+            path,
+            f"{allowed} are numeric arrays ({x_name}: {x.dtype}, shape {x.shape})",
+        )
+    if y.ndim < 1 or not (np.issubdtype(y.dtype, np.number) or y.dtype == np.bool_):
+        raise ConfigError(
+            "data.path",
+            path,
+            f"{allowed} are numeric arrays ({y_name}: {y.dtype}, shape {y.shape})",
+        )
+    if len(x) != len(y):
+        raise ConfigError(
+            "data.path",
+            path,
+            f"{allowed} have the same length ({x_name}: {len(x)}, {y_name}: {len(y)})",
+        )
+    for name, array in ((x_name, x), (y_name, y)):
+        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+            raise ConfigError("data.path", path, f"finite values in {name} (it holds NaN or inf)")
+
+
+def npz_dataset(
+    path: str,
+    val_fraction: float,
+    seed: int,
+    test_fraction: float = 0.0,
+    augment: object | None = None,
+    normalize: str = "standard",
+    normalization: dict[str, Any] | None = None,
+) -> DataSplits:
+    """The splits of the .npz at `path` (val and test drawn from `x`/`y` by the fractions
+    unless the file has them). `normalize`: standard or none; `normalization`: statistics
+    saved by a run (a runtime value: evaluation passes the checkpoint's), else computed on
+    the training split."""
+    check_mode(normalize)
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError("data.path", path, "an existing .npz file with arrays x and y")
+    try:
+        with np.load(file, allow_pickle=False) as npz:
+            if not isinstance(npz, np.lib.npyio.NpzFile):
+                raise ConfigError(
+                    "data.path", path, "an .npz archive (this is a single .npy array)"
+                )
+            missing = [name for name in ("x", "y") if name not in npz.files]
+            if missing:
+                raise ConfigError(
+                    "data.path", path, f"an .npz with arrays x and y (missing {', '.join(missing)})"
+                )
+            arrays = {name: npz[name] for name in NPZ_ARRAYS if name in npz.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, AttributeError) as error:
+        raise ConfigError(
+            "data.path", path, f"a readable .npz file ({type(error).__name__}: {error})"
+        ) from error
+    for split in ("", "_val", "_test"):
+        has_x, has_y = f"x{split}" in arrays, f"y{split}" in arrays
+        if has_x != has_y:
+            raise ConfigError("data.path", path, f"both x{split} and y{split}, or neither")
+        if has_x:
+            _check_pair(path, arrays[f"x{split}"], arrays[f"y{split}"], f"x{split}", f"y{split}")
+    if len(arrays["y"]) < 2:
+        raise ConfigError("data.path", path, "at least 2 samples in x and y")
+    arrays = {
+        name: scale_integers(array) if name.startswith("x") else array
+        for name, array in arrays.items()
+    }
+    augment_fn = build_augment(augment)
+    given_val, given_test = "x_val" in arrays, "x_test" in arrays
+    data = make_splits(
+        *as_tensors(arrays["x"], arrays["y"]),
+        0.0 if given_val else val_fraction,
+        seed,
+        augment_fn,
+        test_fraction=0.0 if given_test else test_fraction,
+    )
+    if given_val:
+        data.val = ArrayDataset(*as_tensors(arrays["x_val"], arrays["y_val"]))
+    if given_test:
+        data.test = ArrayDataset(*as_tensors(arrays["x_test"], arrays["y_test"]))
+    for name, dataset in data.splits().items():
+        if tuple(dataset.x.shape[1:]) != data.input_shape:
+            raise ConfigError(
+                "data.path",
+                path,
+                f"inputs of one shape in every split (x: {data.input_shape}, "
+                f"{name}: {tuple(dataset.x.shape[1:])})",
+            )
+    data.record = {
+        "source": "npz",
+        "path": path,
+        "paths": {"path": str(file.resolve())},
+        "fingerprint": file_sha256(file),
+        "normalize": normalize,
+    }
+    if normalize == "standard":
+        if normalization is not None:
+            stats = Normalization(normalization["mean"], normalization["std"])
+        else:
+            stats = Normalization.fit(data.train.x)
+        for dataset in data.splits().values():
+            dataset.x = stats.apply(dataset.x)
+        data.normalization = stats
+        data.record["normalization"] = stats.record()
+    return data
