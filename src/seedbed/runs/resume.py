@@ -132,9 +132,19 @@ def config_changes(saved: dict[str, Any], cfg: DictConfig) -> dict[str, tuple[An
     }
 
 
+# Schedule keys that, left null, size the schedule from the run's length (cosine's T_max,
+# onecycle's and warmup_cosine's total_steps).
+RUN_LENGTH_KEYS = ("T_max", "total_steps")
+
+
+def spans_the_run(sched: DictConfig) -> bool:
+    """Whether the schedule is sized from the run's length (trainer.epochs)."""
+    return any(key in sched and sched[key] is None for key in RUN_LENGTH_KEYS)
+
+
 def is_safe_on_resume(key: str, cfg: DictConfig) -> bool:
-    if key == "trainer.epochs" and "T_max" in cfg.sched and cfg.sched.T_max is None:
-        return False  # the cosine schedule spans the whole run: its length changes the numbers
+    if key == "trainer.epochs" and spans_the_run(cfg.sched):
+        return False  # the schedule spans the whole run: its length changes the numbers
     return any(
         key == safe or (safe.endswith(".") and key.startswith(safe)) for safe in SAFE_ON_RESUME
     )
@@ -148,7 +158,8 @@ def check_changes(changes: dict[str, tuple[Any, Any]], cfg: DictConfig) -> None:
         raise SeedbedError(
             f"resume refused: the config differs from the saved one in {diff}; only "
             f"{', '.join(s + '*' if s.endswith('.') else s for s in SAFE_ON_RESUME)} may change "
-            "(trainer.epochs not with a cosine schedule over the run); "
+            "(trainer.epochs not with a schedule sized from the run's length: "
+            "cosine's T_max, onecycle's or warmup_cosine's total_steps null); "
             "resume.force=true resumes anyway"
         )
 
