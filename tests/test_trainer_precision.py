@@ -8,9 +8,10 @@ import torch
 from helpers import SMALL, read_run, run_cli, run_train, train_in_process
 from test_resume import CKPT, assert_same_run, run_killed
 
-from seedbed.runs.checkpoint import load_checkpoint
+from seedbed.runs.checkpoint import load_checkpoint, save_checkpoint
 
 BF16 = [*SMALL, "trainer.precision=bf16-mixed", *CKPT]
+NEW_KEYS = ("precision", "accumulate_grad_batches", "compile", "compile_mode", "val_every_steps")
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +78,19 @@ def test_mixed_precision_on_cuda_is_bit_identical_and_resumes(tmp_path, monkeypa
     stopped_by_sigterm_at_step(tmp_path / "c", monkeypatch, 7, *config)
     train_in_process(tmp_path / "c", f"resume={tmp_path / 'c'}")
     assert_same_run(tmp_path / "a", tmp_path / "c")
+
+
+def test_a_run_from_before_these_keys_resumes_with_their_defaults(tmp_path):
+    # A checkpoint written before trainer.precision and its siblings existed: its config
+    # lacks them. Their defaults are what such a run did, so it resumes with no change.
+    one_epoch = [*SMALL, "trainer.epochs=1"]
+    train_in_process(tmp_path / "old", *one_epoch)
+    last = (tmp_path / "old" / "checkpoints" / "last.pt").resolve()
+    checkpoint = load_checkpoint(last)
+    for key in NEW_KEYS:
+        del checkpoint["config"]["trainer"][key]
+    save_checkpoint(last, checkpoint)
+    record = train_in_process(tmp_path / "old", f"resume={tmp_path / 'old'}", "trainer.epochs=2")
+    assert record["resumes"][0]["changes"] == {"trainer.epochs": [1, 2]}
+    train_in_process(tmp_path / "new", *SMALL)
+    assert_same_run(tmp_path / "new", tmp_path / "old")

@@ -11,6 +11,7 @@ checkpoints of a later, abandoned continuation.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from seedbed.config import flatten
+from seedbed.config import TrainConfig, flatten
 from seedbed.runs.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -86,6 +87,24 @@ def find_checkpoint(resume_path: str) -> tuple[Path, dict[str, Any], list[str]]:
         return candidate, checkpoint, skipped
     reason = "; ".join(skipped) if skipped else "it holds no checkpoint"
     raise SeedbedError(f"resume.path={resume_path!r}: no usable checkpoint ({reason})")
+
+
+def with_new_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """The saved config plus the keys the schema has gained since it was written, at their
+    defaults: a new key's default is what runs did before it existed (`trainer.precision`
+    32, `trainer.accumulate_grad_batches` 1, ...), so a run from an earlier version resumes
+    without a change to refuse."""
+    schema = OmegaConf.to_container(OmegaConf.structured(TrainConfig))
+
+    def fill(into: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+        for key, default in defaults.items():
+            if key not in into and default != "???":  # "???": a group, set by its option
+                into[key] = default
+            elif isinstance(into.get(key), dict) and isinstance(default, dict):
+                fill(into[key], default)
+        return into
+
+    return fill(copy.deepcopy(saved), schema)
 
 
 def resumed_config(
@@ -261,9 +280,10 @@ def plan_resume(
             f"a run directory or a checkpoint in <run>/{CHECKPOINT_DIR}/ of the run being "
             f"continued ({run_dir})",
         )
-    effective = resumed_config(checkpoint["config"], cfg, overrides)
+    saved = with_new_defaults(checkpoint["config"])
+    effective = resumed_config(saved, cfg, overrides)
     validate(effective)
-    changes = config_changes(checkpoint["config"], effective)
+    changes = config_changes(saved, effective)
     check_changes(changes, effective)
     check_epochs(effective.trainer.epochs, checkpoint["loop"])
     if changes:
