@@ -110,6 +110,50 @@ def bench_loop(repeats: int, config: str) -> Result:
     )
 
 
+def bench_precision(repeats: int) -> Result:
+    """Seconds per step of the CPU CNN config: bf16-mixed autocast vs float32."""
+    work = setup(["experiment=cnn_images", "data.augment=null"], epochs=2)
+    set_determinism("strict")
+    variants = {
+        "precision=32": lambda: seedbed_loop(work, precision="32"),
+        "precision=bf16-mixed": lambda: seedbed_loop(work, precision="bf16-mixed"),
+    }
+    return Result(
+        name="precision (cnn, cpu)",
+        unit="ms/step",
+        reference="precision=32",
+        samples={k: [v * 1e3 for v in vs] for k, vs in interleaved(variants, repeats).items()},
+        note=f"CPU CNN config, {work.steps} steps, batch {work.batch_size}; bfloat16 autocast "
+        "on a CPU without native bf16 matmuls may well be slower: the point of it is the GPU "
+        "(scripts/gpu_check.sh)",
+    )
+
+
+def bench_accumulate(repeats: int) -> Result:
+    """Microseconds per sample: 4 accumulated batches of 16 vs one batch of 64 per step."""
+    overrides = ["experiment=cnn_images", "data.augment=null"]
+    large = setup([*overrides, "loader.batch_size=64"], epochs=2)
+    small = setup([*overrides, "loader.batch_size=16"], epochs=2)
+    set_determinism("strict")
+    per_sample = {
+        "1 x 64": lambda: seedbed_loop(large) * large.steps / large.samples,
+        "4 x 16 (accumulate_grad_batches=4)": lambda: (
+            seedbed_loop(small, accumulate=4) * small.steps / small.samples
+        ),
+        "4 x 16 hand-written": lambda: (
+            hand_written_loop(small, accumulate=4) * small.steps / small.samples
+        ),
+    }
+    return Result(
+        name="accumulate (cnn)",
+        unit="us/sample",
+        reference="1 x 64",
+        samples={k: [v * 1e6 for v in vs] for k, vs in interleaved(per_sample, repeats).items()},
+        note=f"CPU CNN config, {large.samples} samples, the same optimizer steps either way; "
+        "the hand-written 4 x 16 loop shows what small batches cost whatever the loop",
+    )
+
+
 def _wall(command: list[str], env: dict[str, str] | None = None) -> float:
     started = time.perf_counter()
     subprocess.run(
@@ -278,6 +322,8 @@ BENCHMARKS: dict[str, Callable[[int], Result | None]] = {
     "loop-cnn": lambda r: bench_loop(r, "cnn"),
     "startup": bench_startup,
     "determinism": bench_determinism,
+    "precision": bench_precision,
+    "accumulate": bench_accumulate,
     "checkpoint": bench_checkpoint,
     "sweep": bench_sweep,
     "peer": bench_peer,

@@ -32,6 +32,7 @@ from seedbed.data.loader import build_batches
 from seedbed.init import init_weights
 from seedbed.loop import LoopState, fit
 from seedbed.optim import build_optimizer
+from seedbed.precision import build_precision
 from seedbed.runs.checkpoint import Checkpointer
 from seedbed.runs.determinism import set_determinism
 from seedbed.runs.record import MetricsLog
@@ -52,7 +53,12 @@ class Work:
 
     @property
     def steps(self) -> int:
+        """Batches trained on (optimizer steps without accumulation)."""
         return self.epochs * -(-len(self.data.train) // self.batch_size)
+
+    @property
+    def samples(self) -> int:
+        return self.epochs * len(self.data.train)
 
 
 def setup(overrides: list[str], epochs: int) -> Work:
@@ -108,8 +114,11 @@ def timed_checkpoint_saves() -> Iterator[list[float]]:
         Checkpointer.save = original
 
 
-def seedbed_loop(work: Work, determinism: str | None = None) -> float:
-    """seedbed's own fit(), as train.py calls it (metrics written to a temporary file)."""
+def seedbed_loop(
+    work: Work, determinism: str | None = None, precision: str = "32", accumulate: int = 1
+) -> float:
+    """seedbed's own fit(), as train.py calls it (metrics written to a temporary file);
+    seconds per batch."""
     if determinism is not None:
         set_determinism(determinism)
     seeds = seed_everything(work.cfg.seed, work.cfg.seeds)
@@ -131,14 +140,17 @@ def seedbed_loop(work: Work, determinism: str | None = None) -> float:
             device=torch.device("cpu"),
             log_every=work.cfg.trainer.log_every,
             metrics=metrics,
+            accumulate_grad_batches=accumulate,
+            precision=build_precision(precision, torch.device("cpu")),
         )
         elapsed = time.perf_counter() - started
         metrics.close()
     return elapsed / work.steps
 
 
-def hand_written_loop(work: Work) -> float:
-    """The work itself: index the tensors with a random permutation, step, validate."""
+def hand_written_loop(work: Work, accumulate: int = 1) -> float:
+    """The work itself: index the tensors with a random permutation, step, validate; with
+    `accumulate`, one optimizer step per that many batches (seconds per batch)."""
     model = copy.deepcopy(work.model)
     optimizer = build_optimizer(model.parameters(), work.cfg.optim)
     x, y = work.data.train.x, work.data.train.y
@@ -146,12 +158,18 @@ def hand_written_loop(work: Work) -> float:
     started = time.perf_counter()
     for _ in range(work.epochs):
         order = torch.randperm(len(y), generator=generator)
-        for i in range(0, len(y), work.batch_size):
+        for batch, i in enumerate(range(0, len(y), work.batch_size)):
             idx = order[i : i + work.batch_size]
             loss = F.cross_entropy(model(x[idx]), y[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            if accumulate == 1:
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                continue
+            (loss / accumulate).backward()  # the epoch's last window is left short: it is 1%
+            if (batch + 1) % accumulate == 0:
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
         _validate(model, work.data.val.x, work.data.val.y, work.batch_size)
     return (time.perf_counter() - started) / work.steps
 

@@ -1,17 +1,21 @@
-"""On a CUDA machine: is the CNN config bit-identical on the GPU, and what does strict cost?
+"""On a CUDA machine: are runs bit-identical on the GPU, in float32 and in mixed precision, and
+what do strict determinism and bf16-mixed cost?
 
     bash scripts/gpu_check.sh [--out DIR] [--repeats N] [extra train.py overrides ...]
 
 1. Records the GPU, driver, CUDA and cuDNN versions.
-2. Runs the CNN config (`experiment=cnn_images`, augmentation on, DataLoader
-   workers) with `determinism=strict` twice and compares the weights SHA-256
-   and the loss-series SHA-256 of the two runs.
-3. Times `determinism=strict` against `off` on the same config (augmentation
-   off, so the GPU is the bottleneck), interleaved, from each run's
-   `fit_seconds`.
+2. The data pipeline: the CNN config (`experiment=cnn_images`, augmentation on,
+   DataLoader workers) with `determinism=strict`, twice: weights and loss-series
+   SHA-256 must match.
+3. A model bound by the GPU, not the host (CIFAR-shaped 3x32x32 data, a CNN with
+   128/256/512 channels, batch 256): two `determinism=strict` runs in each of
+   `32`, `bf16-mixed` and `16-mixed` must match.
+4. Times, interleaved, from each run's `fit_seconds`: `strict` against `off` in
+   `32`, and `bf16-mixed` against `32` (both strict).
 
-Prints a table, writes `gpu_check.json` into --out, and exits 0 only when the
-two strict runs are bit-identical.
+Prints a table, writes `gpu_check.json` into --out, and exits 0 only when every
+pair of runs is bit-identical. `--device cpu` runs the same script on the CPU
+(16-mixed left out; pass tiny overrides), to try it before a GPU is at hand.
 """
 
 from __future__ import annotations
@@ -26,15 +30,25 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-# Large enough that the GPU, not Python, sets the pace; small enough to finish in minutes.
-WORKLOAD = [
+# The data pipeline's check: small images, augmentation and worker processes.
+PIPELINE = [
     "experiment=cnn_images",
-    "trainer.device=cuda",
     "data.n_samples=32768",
     "data.size=32",
     "model.channels=[64,128]",
     "loader.batch_size=256",
-    "trainer.epochs=3",
+    "loader.num_workers=4",
+    "trainer.epochs=2",
+]
+# Bound by the GPU: ~240 GFLOP a step (forward and backward), CIFAR-shaped, batch 256.
+GPU_BOUND = [
+    "experiment=cnn_images",
+    "data.n_samples=32768",
+    "data.size=32",
+    "data.augment=null",
+    "model.channels=[128,256,512]",
+    "loader.batch_size=256",
+    "trainer.epochs=2",
 ]
 
 
@@ -72,63 +86,89 @@ def train(run_dir: Path, overrides: list[str]) -> dict:
     return json.loads((run_dir / "run.json").read_text())
 
 
+def twice(out: Path, name: str, overrides: list[str]) -> dict:
+    """Two runs of `overrides`: are their weights and loss series identical?"""
+    first, second = (train(out / f"{name}_{n}", overrides) for n in "ab")
+    keys = ("weights_sha256", "loss_series_sha256")
+    return {
+        "identical": all(first[k] == second[k] for k in keys),
+        **{k: [first[k], second[k]] for k in keys},
+        "determinism_applied": first["determinism"],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="seedbed GPU check")
     parser.add_argument("--out", type=Path, default=Path("outputs/gpu_check"))
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per mode")
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs per variant")
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("overrides", nargs="*", help="extra train.py overrides")
     args = parser.parse_args(argv)
-    if not torch.cuda.is_available():
+    if args.device == "cuda" and not torch.cuda.is_available():
         print("error: no CUDA device here: the GPU check needs one", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    workload = [*WORKLOAD, *args.overrides]
-    info = gpu_info()
+    common = [f"trainer.device={args.device}", "determinism=strict", "seed=0"]
+    pipeline = [*PIPELINE, *common, *args.overrides]
+    bound = [*GPU_BOUND, *common, *args.overrides]
+    info = gpu_info() if args.device == "cuda" else {"gpu": None, "device": "cpu"}
+    precisions = ["32", "bf16-mixed"] + (["16-mixed"] if args.device == "cuda" else [])
 
-    pipeline = [*workload, "determinism=strict", "loader.num_workers=4", "seed=0"]
-    first = train(args.out / "strict_a", pipeline)
-    second = train(args.out / "strict_b", pipeline)
-    identical = (
-        first["weights_sha256"] == second["weights_sha256"]
-        and first["loss_series_sha256"] == second["loss_series_sha256"]
-    )
+    checks = {"pipeline (32)": twice(args.out, "pipeline", pipeline)}
+    for precision in precisions:
+        name = f"gpu-bound ({precision})"
+        checks[name] = twice(
+            args.out, f"bound_{precision}", [*bound, f"trainer.precision={precision}"]
+        )
 
-    timed = [*workload, "data.augment=null", "seed=0"]
-    seconds: dict[str, list[float]] = {"off": [], "strict": []}
-    train(args.out / "warmup", [*timed, "determinism=off"])
-    for rep in range(args.repeats):
-        for mode in seconds:
-            run = train(args.out / f"time_{mode}_{rep}", [*timed, f"determinism={mode}"])
-            seconds[mode].append(run["fit_seconds"] / run["final_metrics"]["steps"])
-    median = {mode: statistics.median(values) for mode, values in seconds.items()}
+    variants = {
+        "32, determinism=off": [*bound, "determinism=off"],
+        "32, determinism=strict": bound,
+        "bf16-mixed, determinism=strict": [*bound, "trainer.precision=bf16-mixed"],
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in variants}
+    train(args.out / "warmup", variants["32, determinism=off"])
+    for rep in range(args.repeats):  # interleaved: drifts hit every variant alike
+        for i, (name, overrides) in enumerate(variants.items()):
+            run = train(args.out / f"time_{i}_{rep}", overrides)
+            seconds[name].append(run["fit_seconds"] / run["final_metrics"]["steps"])
+    median = {name: statistics.median(values) for name, values in seconds.items()}
+    ratios = {
+        "strict_over_off": median["32, determinism=strict"] / median["32, determinism=off"],
+        "bf16_over_32": median["bf16-mixed, determinism=strict"] / median["32, determinism=strict"],
+    }
+    identical = all(check["identical"] for check in checks.values())
 
     report = {
         **info,
-        "workload": workload,
-        "strict_runs_identical": identical,
-        "weights_sha256": [first["weights_sha256"], second["weights_sha256"]],
-        "loss_series_sha256": [first["loss_series_sha256"], second["loss_series_sha256"]],
-        "determinism_applied": first["determinism"],
-        "ms_per_step": {mode: [v * 1e3 for v in values] for mode, values in seconds.items()},
-        "strict_over_off": median["strict"] / median["off"],
+        "workloads": {"pipeline": pipeline, "gpu_bound": bound},
+        "identical": identical,
+        "checks": checks,
+        "ms_per_step": {name: [v * 1e3 for v in values] for name, values in seconds.items()},
+        **ratios,
     }
     (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")
 
-    print(
-        f"GPU {info['gpu']} (sm {info['compute_capability']}, {info['sm_count']} SMs, "
-        f"{info['memory_gib']} GiB), driver {info['driver']}, torch {info['torch']}, "
-        f"CUDA {info['cuda']}, cuDNN {info['cudnn']}"
-    )
-    print(f"workload: {' '.join(workload)}")
-    print(f"strict run twice: {'bit-identical' if identical else 'DIFFERENT'}")
-    print(f"  weights sha256 {first['weights_sha256']} / {second['weights_sha256']}")
-    print("| mode | median ms/step | min-max | ratio |")
-    print("|---|---|---|---|")
-    for mode, values in seconds.items():
+    if info["gpu"]:
         print(
-            f"| {mode} | {median[mode] * 1e3:.3f} | {min(values) * 1e3:.3f}-"
-            f"{max(values) * 1e3:.3f} | {median[mode] / median['off']:.3f} |"
+            f"GPU {info['gpu']} (sm {info['compute_capability']}, {info['sm_count']} SMs, "
+            f"{info['memory_gib']} GiB), driver {info['driver']}, torch {info['torch']}, "
+            f"CUDA {info['cuda']}, cuDNN {info['cudnn']}"
         )
+    print(f"pipeline workload: {' '.join(pipeline)}")
+    print(f"gpu-bound workload: {' '.join(bound)}")
+    for name, check in checks.items():
+        verdict = "bit-identical" if check["identical"] else "DIFFERENT"
+        print(f"{name} twice: {verdict}  (weights {check['weights_sha256'][0][:16]}...)")
+    print("| variant (gpu-bound) | median ms/step | min-max | ratio to 32 strict |")
+    print("|---|---|---|---|")
+    for name, values in seconds.items():
+        print(
+            f"| {name} | {median[name] * 1e3:.3f} | {min(values) * 1e3:.3f}-"
+            f"{max(values) * 1e3:.3f} | {median[name] / median['32, determinism=strict']:.3f} |"
+        )
+    print(f"strict / off: {ratios['strict_over_off']:.3f}", end="; ")
+    print(f"bf16-mixed / 32: {ratios['bf16_over_32']:.3f}")
     return 0 if identical else 1
 
 

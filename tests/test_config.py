@@ -71,11 +71,12 @@ VISION = {
 
 def build_everything(cfg) -> None:
     validate(cfg)
-    data = build_task(cfg.task).prepare(instantiate(cfg.data))
+    task = build_task(cfg.task)
+    data = task.prepare(instantiate(cfg.data))
     model = instantiate(cfg.model, input_shape=data.input_shape, num_outputs=data.num_outputs)
     init_weights(model, cfg.init.scheme, torch.Generator().manual_seed(0), mode=cfg.init.mode)
     optimizer = build_optimizer(model.parameters(), cfg.optim)
-    build_scheduler(optimizer, cfg.sched, total_steps=10, steps_per_epoch=2)
+    build_scheduler(optimizer, cfg.sched, total_steps=10, steps_per_epoch=2, monitor=task.monitor)
     x = torch.stack([data.train.unaugmented()[(0, i)][0] for i in range(2)])
     assert model(x).shape == (2, data.num_outputs)
 

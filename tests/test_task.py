@@ -243,7 +243,7 @@ def epoch_checkpointer(directory, parts, state) -> Checkpointer:
         at_epoch_end=True,
         keep_last=None,
         save_best=True,
-        steps_per_epoch=10,
+        batches_per_epoch=10,
     )
 
 

@@ -18,8 +18,10 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from seedbed.compile import COMPILE_MODES
 from seedbed.data.normalize import MODES as NORMALIZE_MODES
 from seedbed.init import FAN_MODES, SCHEMES
+from seedbed.precision import PRECISIONS
 from seedbed.runs.determinism import MODES as DETERMINISM_MODES
 from seedbed.runs.errors import ConfigError
 
@@ -360,6 +362,66 @@ class CosineSchedConfig:
 
 
 @dataclass
+class PlateauSchedConfig:
+    """Lower the learning rate when `task.monitor` stops improving: stepped after each
+    validation (each epoch, and every `trainer.val_every_steps`), never per step."""
+
+    _target_: str = "torch.optim.lr_scheduler.ReduceLROnPlateau"
+    mode: str | None = None
+    """min or max; null: the task's (`task.mode`, from the monitored metric)."""
+    factor: float = 0.1
+    """Multiply the learning rate by this on a plateau, in (0, 1)."""
+    patience: int = 2
+    """Validations without improvement before the learning rate is lowered."""
+    threshold: float = 1e-4
+    """An improvement must beat the best by more than this (relative, see threshold_mode)."""
+    threshold_mode: str = "rel"
+    """rel: by a fraction of the best; abs: by an absolute amount."""
+    cooldown: int = 0
+    """Validations to wait after a reduction before counting again."""
+    min_lr: float = 0.0
+    """The learning rate never goes below this."""
+
+
+@dataclass
+class OneCycleSchedConfig:
+    """The one-cycle policy: warm up to `max_lr`, then anneal far below the start, over the
+    whole run, stepped after every optimizer step."""
+
+    _target_: str = "torch.optim.lr_scheduler.OneCycleLR"
+    max_lr: float | None = None
+    """The peak learning rate; null: `optim.lr`."""
+    total_steps: int | None = None
+    """Optimizer steps of the cycle; null: every optimizer step of the run."""
+    pct_start: float = 0.3
+    """Fraction of the cycle spent warming up, in (0, 1)."""
+    anneal_strategy: str = "cos"
+    """cos or linear."""
+    div_factor: float = 25.0
+    """The starting learning rate is max_lr / div_factor."""
+    final_div_factor: float = 1e4
+    """The final learning rate is max_lr / (div_factor * final_div_factor)."""
+    cycle_momentum: bool = False
+    """Cycle the optimizer's momentum (or Adam's beta1) inversely to the learning rate."""
+
+
+@dataclass
+class WarmupCosineSchedConfig:
+    """Linear warm-up from 0 to `optim.lr`, then cosine decay to `eta_min` at the run's last
+    step, stepped after every optimizer step: the most common recipe."""
+
+    _target_: str = "seedbed.optim.warmup_cosine"
+    warmup_steps: int | None = None
+    """Optimizer steps of the linear warm-up; null: `warmup_fraction` of the run."""
+    warmup_fraction: float = 0.05
+    """The warm-up's share of the run when `warmup_steps` is null, in [0, 1)."""
+    total_steps: int | None = None
+    """Optimizer steps of warm-up plus decay; null: every optimizer step of the run."""
+    eta_min: float = 0.0
+    """The learning rate at the end of the decay."""
+
+
+@dataclass
 class StepSchedConfig:
     """Multiply the learning rate by `gamma` every `step_size` epochs."""
 
@@ -418,7 +480,23 @@ class TrainerConfig:
     grad_clip: float | None = None
     """Clip the global gradient norm to this value; null turns clipping off."""
     limit_train_batches: int | None = None
-    """Stop each epoch after this many batches (debugging); null means the whole epoch."""
+    """Stop each epoch after this many optimizer steps (debugging: with accumulation, this
+    many times `accumulate_grad_batches` batches); null means the whole epoch."""
+    precision: str = "32"
+    """32 (float32), bf16-mixed (bfloat16 autocast; CPU and CUDA) or 16-mixed (float16
+    autocast with a gradient scaler; CUDA only)."""
+    accumulate_grad_batches: int = 1
+    """Batches per optimizer step (>= 1): gradients of this many batches are averaged, so the
+    step matches one batch this many times larger. Steps, logging, checkpoints, schedulers,
+    `limit_train_batches` and `val_every_steps` count optimizer steps."""
+    compile: bool = False
+    """torch.compile the model (needs a C++ compiler on the CPU, triton on CUDA)."""
+    compile_mode: str = "default"
+    """torch.compile's mode: default, reduce-overhead, max-autotune or
+    max-autotune-no-cudagraphs."""
+    val_every_steps: int | None = None
+    """Also validate every this many optimizer steps; null: once per epoch only. best.pt,
+    early stopping and sched=plateau consider every validation."""
     threads: int | None = None
     """torch intra-op threads; null keeps PyTorch's default. Recorded either way."""
     perturb_step: int | None = None
@@ -535,7 +613,14 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     },
     "model": {"mlp": MLPConfig, "cnn": CNNConfig, "resnet18": ResNet18Config},
     "optim": {"sgd": SGDConfig, "adamw": AdamWConfig},
-    "sched": {"none": NoSchedConfig, "cosine": CosineSchedConfig, "step": StepSchedConfig},
+    "sched": {
+        "none": NoSchedConfig,
+        "cosine": CosineSchedConfig,
+        "step": StepSchedConfig,
+        "plateau": PlateauSchedConfig,
+        "onecycle": OneCycleSchedConfig,
+        "warmup_cosine": WarmupCosineSchedConfig,
+    },
 }
 
 
@@ -610,6 +695,27 @@ def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
     _check(value in choices, key, value, f"one of {', '.join(choices)}")
 
 
+def _validate_sched(sched: DictConfig) -> None:
+    target = sched.get("_target_")
+    if target == PlateauSchedConfig._target_:
+        _check(sched.mode in (None, "min", "max"), "sched.mode", sched.mode, "min, max or null")
+        _check(0 < sched.factor < 1, "sched.factor", sched.factor, "a number in (0, 1)")
+        _check(sched.patience >= 0, "sched.patience", sched.patience, "an int >= 0")
+        _check_choice("sched.threshold_mode", sched.threshold_mode, ("rel", "abs"))
+    elif target == OneCycleSchedConfig._target_:
+        _check(0 < sched.pct_start < 1, "sched.pct_start", sched.pct_start, "a number in (0, 1)")
+        _check_choice("sched.anneal_strategy", sched.anneal_strategy, ("cos", "linear"))
+        max_lr = sched.max_lr
+        _check(max_lr is None or max_lr > 0, "sched.max_lr", max_lr, "a number > 0 or null")
+    elif target == WarmupCosineSchedConfig._target_:
+        warmup = sched.warmup_steps
+        _check(warmup is None or warmup >= 0, "sched.warmup_steps", warmup, "an int >= 0 or null")
+        fraction = sched.warmup_fraction
+        _check(0 <= fraction < 1, "sched.warmup_fraction", fraction, "a number in [0, 1)")
+    total = sched.get("total_steps")
+    _check(total is None or total > 0, "sched.total_steps", total, "an int > 0 or null")
+
+
 def validate(cfg: DictConfig) -> None:
     """Check every value types cannot; raise ConfigError for the first one that is wrong."""
     known = {f.name for f in fields(TrainConfig)}
@@ -667,6 +773,13 @@ def validate(cfg: DictConfig) -> None:
     _check(perturb is None or perturb > 0, "trainer.perturb_step", perturb, "an int > 0 or null")
     threads = cfg.trainer.threads
     _check(threads is None or threads > 0, "trainer.threads", threads, "an int > 0 or null")
+    _check_choice("trainer.precision", cfg.trainer.precision, PRECISIONS)
+    accumulate = cfg.trainer.accumulate_grad_batches
+    _check(accumulate >= 1, "trainer.accumulate_grad_batches", accumulate, "an int >= 1")
+    _check_choice("trainer.compile_mode", cfg.trainer.compile_mode, COMPILE_MODES)
+    every = cfg.trainer.val_every_steps
+    _check(every is None or every > 0, "trainer.val_every_steps", every, "an int > 0 or null")
+    _validate_sched(cfg.sched)
 
     ckpt = cfg.checkpoint
     every = ckpt.every_steps

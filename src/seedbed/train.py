@@ -1,8 +1,9 @@
 """The training recipe: `python train.py seed=42` runs it (see README.md).
 
 `train(cfg, run)` reads in the order of the work: the task, the data, the
-model and its initial weights, the batches, the optimizer and scheduler, then
-the loop. Everything around it (the run directory and its record, resuming,
+model and its initial weights, the batches, the precision, the optimizer and
+scheduler (sized in optimizer steps), then the loop (on the compiled model
+when `trainer.compile=true`). Everything around it (the run directory and its record, resuming,
 devices, distributed set-up, seeding, signals, errors) is the run session's
 (`seedbed.runs.session`), which hands in `run`. Edit this file when your
 training needs another part; the promise (same bits every time, exact resume)
@@ -17,10 +18,12 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from seedbed.compile import compile_model
 from seedbed.data.loader import build_batches
 from seedbed.init import init_weights
 from seedbed.loop import EarlyStopping, LoopState, fit
 from seedbed.optim import build_optimizer, build_scheduler
+from seedbed.precision import build_precision
 from seedbed.runs.session import RunSession
 from seedbed.task import Task
 
@@ -43,40 +46,54 @@ def train(cfg: DictConfig, run: RunSession) -> dict[str, Any]:
     train_batches, val_batches = build_batches(
         data, cfg.loader, seeds, run.ranks.rank, run.ranks.world_size, device
     )
-    steps_per_epoch = min(len(train_batches), cfg.trainer.limit_train_batches or math.inf)
+    trainer = cfg.trainer
+    # Counted in optimizer steps: one per `accumulate_grad_batches` batches.
+    batches_per_epoch = min(
+        len(train_batches),
+        (trainer.limit_train_batches or math.inf) * trainer.accumulate_grad_batches,
+    )
+    steps_per_epoch = math.ceil(batches_per_epoch / trainer.accumulate_grad_batches)
+    precision = build_precision(trainer.precision, device)
     optimizer = build_optimizer(model.parameters(), cfg.optim)
     scheduler = build_scheduler(
-        optimizer, cfg.sched, steps_per_epoch * cfg.trainer.epochs, steps_per_epoch
+        optimizer, cfg.sched, steps_per_epoch * trainer.epochs, steps_per_epoch, task.monitor
     )
     state = LoopState()
-    early_stopping = EarlyStopping(task.monitor, **cfg.trainer.early_stopping)
+    early_stopping = EarlyStopping(task.monitor, **trainer.early_stopping)
 
     # Saved in every checkpoint and restored on a resume, by these names.
     run.checkpointer(
         task.monitor,
-        steps_per_epoch,
+        batches_per_epoch,
         model=model,
         optimizer=optimizer,
         scheduler=scheduler,
+        scaler=precision.scaler,
         loop=state,
         loader=train_batches,
         early_stopping=early_stopping,
         data_normalization=data.normalization,
     )
+    trained = run.distribute(model)
+    if trainer.compile:  # shares `model`'s weights: the checkpoint keeps plain keys
+        trained = compile_model(trained, trainer.compile_mode, device)
     return fit(
-        run.distribute(model),
+        trained,
         optimizer,
         scheduler,
         train_batches,
         val_batches,
         task=task,
         state=state,
-        epochs=cfg.trainer.epochs,
+        epochs=trainer.epochs,
         device=device,
-        log_every=cfg.trainer.log_every,
+        log_every=trainer.log_every,
         metrics=run.metrics,
-        grad_clip=cfg.trainer.grad_clip,
-        limit_train_batches=cfg.trainer.limit_train_batches,
+        grad_clip=trainer.grad_clip,
+        limit_train_batches=trainer.limit_train_batches,
+        accumulate_grad_batches=trainer.accumulate_grad_batches,
+        precision=precision,
+        val_every_steps=trainer.val_every_steps,
         early_stopping=early_stopping,
         on_step_end=run.after_step,
         on_validation=run.after_validation,

@@ -165,12 +165,12 @@ class Checkpointer:
         at_epoch_end: bool,
         keep_last: int | None,
         save_best: bool,
-        steps_per_epoch: int,
+        batches_per_epoch: int,
     ) -> None:
         self.directory, self.parts, self.extras = directory, dict(parts), extras
         self.monitor = monitor if save_best else None
         self.every_steps, self.at_epoch_end, self.keep_last = every_steps, at_epoch_end, keep_last
-        self.steps_per_epoch = steps_per_epoch
+        self.batches_per_epoch = batches_per_epoch
         self.best: dict[str, Any] | None = None
         self.saved_at: tuple[int, int, int] | None = None
 
@@ -194,7 +194,7 @@ class Checkpointer:
 
     def after_step(self, loop: Any) -> None:
         # On an epoch's last batch the epoch-end checkpoint (after validation) takes its place.
-        if self._due(loop.step) and loop.batch < self.steps_per_epoch:
+        if self._due(loop.step) and loop.batch < self.batches_per_epoch:
             self.save(loop)
 
     def after_validation(self, loop: Any, val: Mapping[str, float]) -> None:
@@ -204,7 +204,8 @@ class Checkpointer:
         if improved:
             self.best = {"metric": metric, "value": val[metric], "step": loop.step}
             self.best["file"] = step_file(loop.step)
-        if self.at_epoch_end or improved or self._due(loop.step):
+        epoch_end = loop.batch == 0  # not a validation within the epoch (val_every_steps)
+        if (self.at_epoch_end and epoch_end) or improved or self._due(loop.step):
             self.save(loop)
         if improved:
             point_link(self.directory / "best.pt", self.best["file"])

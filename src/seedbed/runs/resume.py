@@ -11,6 +11,7 @@ checkpoints of a later, abandoned continuation.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from seedbed.config import flatten
+from seedbed.config import TrainConfig, flatten
 from seedbed.runs.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -88,6 +89,24 @@ def find_checkpoint(resume_path: str) -> tuple[Path, dict[str, Any], list[str]]:
     raise SeedbedError(f"resume.path={resume_path!r}: no usable checkpoint ({reason})")
 
 
+def with_new_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """The saved config plus the keys the schema has gained since it was written, at their
+    defaults: a new key's default is what runs did before it existed (`trainer.precision`
+    32, `trainer.accumulate_grad_batches` 1, ...), so a run from an earlier version resumes
+    without a change to refuse."""
+    schema = OmegaConf.to_container(OmegaConf.structured(TrainConfig))
+
+    def fill(into: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+        for key, default in defaults.items():
+            if key not in into and default != "???":  # "???": a group, set by its option
+                into[key] = default
+            elif isinstance(into.get(key), dict) and isinstance(default, dict):
+                fill(into[key], default)
+        return into
+
+    return fill(copy.deepcopy(saved), schema)
+
+
 def resumed_config(
     saved: dict[str, Any], cfg: DictConfig, overrides: list[str] | None
 ) -> DictConfig:
@@ -132,9 +151,19 @@ def config_changes(saved: dict[str, Any], cfg: DictConfig) -> dict[str, tuple[An
     }
 
 
+# Schedule keys that, left null, size the schedule from the run's length (cosine's T_max,
+# onecycle's and warmup_cosine's total_steps).
+RUN_LENGTH_KEYS = ("T_max", "total_steps")
+
+
+def spans_the_run(sched: DictConfig) -> bool:
+    """Whether the schedule is sized from the run's length (trainer.epochs)."""
+    return any(key in sched and sched[key] is None for key in RUN_LENGTH_KEYS)
+
+
 def is_safe_on_resume(key: str, cfg: DictConfig) -> bool:
-    if key == "trainer.epochs" and "T_max" in cfg.sched and cfg.sched.T_max is None:
-        return False  # the cosine schedule spans the whole run: its length changes the numbers
+    if key == "trainer.epochs" and spans_the_run(cfg.sched):
+        return False  # the schedule spans the whole run: its length changes the numbers
     return any(
         key == safe or (safe.endswith(".") and key.startswith(safe)) for safe in SAFE_ON_RESUME
     )
@@ -148,7 +177,8 @@ def check_changes(changes: dict[str, tuple[Any, Any]], cfg: DictConfig) -> None:
         raise SeedbedError(
             f"resume refused: the config differs from the saved one in {diff}; only "
             f"{', '.join(s + '*' if s.endswith('.') else s for s in SAFE_ON_RESUME)} may change "
-            "(trainer.epochs not with a cosine schedule over the run); "
+            "(trainer.epochs not with a schedule sized from the run's length: "
+            "cosine's T_max, onecycle's or warmup_cosine's total_steps null); "
             "resume.force=true resumes anyway"
         )
 
@@ -250,9 +280,10 @@ def plan_resume(
             f"a run directory or a checkpoint in <run>/{CHECKPOINT_DIR}/ of the run being "
             f"continued ({run_dir})",
         )
-    effective = resumed_config(checkpoint["config"], cfg, overrides)
+    saved = with_new_defaults(checkpoint["config"])
+    effective = resumed_config(saved, cfg, overrides)
     validate(effective)
-    changes = config_changes(checkpoint["config"], effective)
+    changes = config_changes(saved, effective)
     check_changes(changes, effective)
     check_epochs(effective.trainer.epochs, checkpoint["loop"])
     if changes:

@@ -136,6 +136,11 @@ class RunSession:
             device=str(self.device),
             torch_threads=torch.get_num_threads(),
             parallel_jobs=parallel_jobs(),
+            # What changes the bits besides the seed, resolved (config.yaml has it too).
+            trainer={
+                key: cfg.trainer[key]
+                for key in ("precision", "accumulate_grad_batches", "compile", "compile_mode")
+            },
         )
         if cfg.trainer.distributed:
             self.record.update(distributed={**asdict(self.ranks), "backend": dist.get_backend()})
@@ -164,10 +169,12 @@ class RunSession:
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=device_ids)
 
-    def checkpointer(self, monitor: Any, steps_per_epoch: int, **parts: Stateful | None) -> None:
+    def checkpointer(self, monitor: Any, batches_per_epoch: int, **parts: Stateful | None) -> None:
         """Checkpoint `parts` (by name; None where a run has no such part) from now on: restore
         them on a resume, else write the step-0 checkpoint, so a run killed at any point can
-        be resumed. `parts["model"]` is what the final fingerprint is taken of."""
+        be resumed. `parts["model"]` is what the final fingerprint is taken of.
+        `batches_per_epoch` tells the epoch's last batch (whose checkpoint comes after the
+        epoch's validation)."""
         saved_config = OmegaConf.to_container(self.cfg, resolve=True)
         saved_config.pop("resume", None)  # where a run came from is not part of what it is
         distributed = self.cfg.trainer.distributed
@@ -190,7 +197,7 @@ class RunSession:
             parts,
             extras,
             monitor=monitor,
-            steps_per_epoch=steps_per_epoch,
+            batches_per_epoch=batches_per_epoch,
             **OmegaConf.to_container(self.cfg.checkpoint, resolve=True),
         )
         if self.plan is not None:
