@@ -419,8 +419,12 @@ class TrainerConfig:
     """Clip the global gradient norm to this value; null turns clipping off."""
     limit_train_batches: int | None = None
     """Stop each epoch after this many batches (debugging); null means the whole epoch."""
-    threads: int | None = None
-    """torch intra-op threads; null keeps PyTorch's default. Recorded either way."""
+    threads: int | None = 1
+    """torch intra-op threads. Some CPU kernels give other bits with another count, so the
+    default is a fixed 1: the same weights alone, in any sweep and on any machine, and no
+    collapse on a busy machine (see the README's "Threads"). null: a fair share of this
+    machine's cores (cores // a joblib sweep's n_jobs), faster on an idle machine, written as
+    a number into config.yaml so that a rerun of it uses the same count."""
     perturb_step: int | None = None
     """Debugging aid, never for real runs: after this optimizer step, add 1e-3 to the first
     weight (`python -m seedbed.tools.verify --vary trainer.perturb_step=5` must then fail)."""
