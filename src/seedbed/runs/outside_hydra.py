@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 # The formats of configs/hydra/job_logging/seedbed.yaml.
@@ -26,16 +26,24 @@ FILE_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] %(message)s"
 LOG_FILE = "train.log"
 
 
+def _writes_to(path: Path) -> bool:
+    """Some handler of the root or `seedbed` logger already writes `path` (a Hydra job's)."""
+    handlers = [*logging.getLogger().handlers, *logging.getLogger("seedbed").handlers]
+    files = [h.baseFilename for h in handlers if isinstance(h, logging.FileHandler)]
+    return any(os.path.realpath(f) == os.path.realpath(path) for f in files)
+
+
 @contextmanager
 def job_logging(run_dir: Path) -> Iterator[None]:
     """Log `seedbed` to `run_dir/train.log` (everything) and to stdout (INFO and up, unless
-    the root logger already prints somewhere), as Hydra's job logging does; nothing under a
-    Hydra job, which has its own."""
-    if HydraConfig.initialized():
+    the root logger already prints somewhere), as Hydra's job logging does; nothing more
+    where a Hydra job already logs there. (A test that sets HydraConfig itself, as
+    lightning-hydra-template's do, still gets train.log.)"""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if _writes_to(run_dir / LOG_FILE):
         yield
         return
     log = logging.getLogger("seedbed")
-    run_dir.mkdir(parents=True, exist_ok=True)
     to_file = logging.FileHandler(run_dir / LOG_FILE)
     to_file.setFormatter(logging.Formatter(FILE_FORMAT))
     handlers: list[logging.Handler] = [to_file]
