@@ -375,7 +375,9 @@ def main(argv: list[str] | None = None) -> int:
         help="torch threads (default: PyTorch's); 1 is steadier on a busy machine",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)  # in-process runs: their INFO lines stay quiet
+    # In-process runs: their INFO lines stay quiet (a root handler that lets warnings through).
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger().handlers[0].setLevel(logging.WARNING)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # for the startup subprocesses

@@ -153,10 +153,11 @@ class RunSession:
             environment = read_environment(self.run_dir)
         self.jsonl = MetricsLog(self.run_dir / METRICS_FILE)
         resumed = None
-        if self.plan is not None:
+        if self.plan is not None:  # loggers continue: the records kept, the MLflow run's id
+            kept = self.run_dir / METRICS_FILE  # none in the scratch dir of a rank other than 0
             resumed = {
                 "step": self.plan.checkpoint["loop"]["step"],
-                "kept": read_metrics(self.run_dir / METRICS_FILE),
+                "kept": read_metrics(kept) if kept.is_file() else [],
                 "record": self.record.data,
             }
         git = environment.get("git", {})
