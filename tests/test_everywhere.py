@@ -33,6 +33,16 @@ def test_the_thread_count_is_in_the_resolved_config(tmp_path):
     assert config["trainer"]["threads"] == available_cores() == record["torch_threads"]
 
 
+def test_a_sweep_that_would_oversubscribe_the_cores_says_so(monkeypatch):
+    from seedbed.runs import launchers
+
+    monkeypatch.setattr(launchers, "available_cores", lambda: 2)
+    monkeypatch.setattr(launchers, "parallel_jobs", lambda: 2)
+    assert launchers.oversubscription(1) is None  # the default: one thread a job
+    assert "2 parallel jobs x trainer.threads=2 on 2 cores" in launchers.oversubscription(2)
+    assert launchers.job_threads(None) == 1  # null: the fair share
+
+
 def test_compose_api_works_as_lightning_hydra_templates_tests_do(tmp_path):
     # A fresh interpreter that has not imported seedbed: the schemas must come from the search
     # path. Then the notebook entry trains, writes train.log and prints the weights hash.

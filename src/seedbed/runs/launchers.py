@@ -47,6 +47,17 @@ def job_threads(requested: int | None) -> int:
     return max(available_cores() // parallel_jobs(), 1)
 
 
+def oversubscription(threads: int) -> str | None:
+    """A warning when this job's threads times the jobs running at once exceed the cores."""
+    jobs, cores = parallel_jobs(), available_cores()
+    if jobs * threads <= cores:
+        return None
+    return (
+        f"{jobs} parallel jobs x trainer.threads={threads} on {cores} cores: the jobs "
+        "oversubscribe the cores and slow each other down (results are not affected)"
+    )
+
+
 def with_threads_resolved(cfg: DictConfig) -> DictConfig:
     """A copy of `cfg` whose `trainer.threads` is the number this job uses (never null), so
     that config.yaml records it."""

@@ -49,7 +49,7 @@ from seedbed.runs.distributed import (
 from seedbed.runs.environment import ENVIRONMENT_FILE, read_environment, write_environment
 from seedbed.runs.errors import SeedbedError, error_line, user_error
 from seedbed.runs.interrupts import GracefulStop, TrainingInterrupted, signal_hook_for_tests
-from seedbed.runs.launchers import parallel_jobs, with_threads_resolved
+from seedbed.runs.launchers import oversubscription, parallel_jobs, with_threads_resolved
 from seedbed.runs.loggers import (
     AllLoggers,
     build_loggers,
@@ -129,6 +129,8 @@ class RunSession:
         for note in applied["notes"]:
             log.warning(note)
         torch.set_num_threads(cfg.trainer.threads)  # part of what the run is: resolved above
+        if (warning := oversubscription(cfg.trainer.threads)) is not None:
+            log.warning(warning)
         device = resolve_device(cfg.trainer.device)
         if cfg.trainer.distributed:
             self.ranks = init_distributed(device)
