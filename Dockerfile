@@ -2,6 +2,8 @@
 #
 #   docker build -t seedbed .
 #   docker run --rm -v "$PWD/outputs:/app/outputs" seedbed python train.py seed=42
+#   docker run --rm -v "$PWD/outputs:/app/outputs" seedbed python eval.py ckpt=outputs/train/<run>/checkpoints/last.pt
+#   docker run --rm -v "$PWD/outputs:/app/outputs" seedbed seedbed-verify --against outputs/train/<run>
 #
 # CPU by default. For a GPU image, pick a CUDA base with Python 3.11+ available or
 # installable (Ubuntu 24.04 ships 3.12), e.g.:
@@ -44,14 +46,18 @@ RUN if [ -n "$TORCH_INDEX_URL" ]; then \
     fi \
     && pip install -r requirements.lock
 
-COPY pyproject.toml README.md train.py ./
-COPY configs ./configs
+# Installed as a package, configs included (package data): every entry (python train.py,
+# python eval.py, python -m seedbed, seedbed-train, seedbed-eval, seedbed-verify, ...)
+# finds them from any directory. The source tree is not needed once installed.
+COPY pyproject.toml README.md ./
 COPY src ./src
-# Editable, as `make install` does: configs/ is found beside src/, where it was copied.
-RUN pip install --no-deps --no-build-isolation -e . \
+RUN pip install --no-deps --no-build-isolation . \
+    && rm -rf build src \
     && useradd --create-home --uid 1000 seedbed \
     && mkdir -p /app/outputs \
     && chown seedbed:seedbed /app/outputs
+
+COPY train.py eval.py ./
 
 # Numeric, so that `docker run --user` and the host agree on who owns outputs/.
 USER 1000:1000

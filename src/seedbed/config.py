@@ -497,8 +497,12 @@ class TrainerConfig:
     val_every_steps: int | None = None
     """Also validate every this many optimizer steps; null: once per epoch only. best.pt,
     early stopping and sched=plateau consider every validation."""
-    threads: int | None = None
-    """torch intra-op threads; null keeps PyTorch's default. Recorded either way."""
+    threads: int | None = 1
+    """torch intra-op threads. Some CPU kernels give other bits with another count, so the
+    default is a fixed 1: the same weights alone, in any sweep and on any machine, and no
+    collapse on a busy machine (see the README's "Threads"). null: a fair share of this
+    machine's cores (cores // a joblib sweep's n_jobs), faster on an idle machine, written as
+    a number into config.yaml so that a rerun of it uses the same count."""
     perturb_step: int | None = None
     """Debugging aid, never for real runs: after this optimizer step, add 1e-3 to the first
     weight (`python -m seedbed.tools.verify --vary trainer.perturb_step=5` must then fail)."""

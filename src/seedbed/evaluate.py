@@ -132,3 +132,7 @@ def cli() -> None:
     metrics = "  ".join(f"{k} {v:.6g}" for k, v in result["metrics"].items())
     print(f"{metrics}  (step {result['step']})")
     print(f"wrote {out}")
+
+
+if __name__ == "__main__":  # python -m seedbed.evaluate ckpt=...
+    cli()

@@ -95,10 +95,25 @@ def missing_resume_path(args: list[str]) -> str | None:
     return None
 
 
+def multirun_under_torchrun(args: list[str]) -> str | None:
+    """The message refusing `torchrun ... train.py -m ...`: every rank would run its own sweep
+    (a second sweep folder, jobs whose ranks never meet), so it is refused up front."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ or not ({"-m", "--multirun"} & set(args)):
+        return None
+    return (
+        "-m (a sweep) under torchrun is not supported: each rank would run its own sweep. "
+        "DDP jobs in a sweep: python train.py -m hydra/launcher=slurm "
+        "hydra.launcher.tasks_per_node=<ranks> trainer.distributed=true ... (one rank per task)"
+    )
+
+
 def cli() -> None:
     """Run Hydra; an expected error becomes one line on stderr and exit status 2."""
     register_configs()
     sys.argv[1:] = expand_resume_shorthand(sys.argv[1:])
+    if (message := multirun_under_torchrun(sys.argv[1:])) is not None:
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
     if launched_rank() != 0:
         # Every torchrun process would make its own Hydra run dir (each names it anew):
         # the ranks other than 0 log into a scratch one instead, removed when they exit.

@@ -1,20 +1,23 @@
 """What a training job needs to know about the launcher that started it.
 
-A parallel sweep (`hydra/launcher=joblib`) runs `n_jobs` trainings at once on
-one machine: each job gets `cores // n_jobs` torch threads unless
-`trainer.threads` says otherwise, so that jobs do not oversubscribe the cores
-(the count is recorded in run.json: some CPU kernels give different bits with
-a different thread count). Jobs run in joblib's loky worker processes, whose
-default multiprocessing context cannot start DataLoader workers, so the
-DataLoader is given the `fork` context there.
+Threads are part of what a run is: `trainer.threads` is 1 unless a config says
+otherwise, so a seed gives the same bits alone and in any sweep. With
+`trainer.threads=null` a job takes a fair share of the cores instead
+(`cores // n_jobs` in a joblib sweep), and the number chosen is written into
+the run's config.yaml, so that a rerun of that file uses it. Jobs of a joblib
+sweep run in loky worker processes, whose default multiprocessing context
+cannot start DataLoader workers, so the DataLoader is given the `fork` context
+there.
 """
 
 from __future__ import annotations
 
+import copy
 import multiprocessing
 import os
 
 from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
 
 
 def available_cores() -> int:
@@ -37,13 +40,32 @@ def parallel_jobs() -> int:
     return max(int(n_jobs), 1)
 
 
-def job_threads(requested: int | None) -> int | None:
-    """torch threads for this job: `requested`, else a fair share of the cores in a parallel
-    sweep, else None (PyTorch's default)."""
+def job_threads(requested: int | None) -> int:
+    """torch threads for this job: `requested`, else a fair share of the cores."""
     if requested is not None:
         return requested
-    jobs = parallel_jobs()
-    return max(available_cores() // jobs, 1) if jobs > 1 else None
+    return max(available_cores() // parallel_jobs(), 1)
+
+
+def oversubscription(threads: int) -> str | None:
+    """A warning when this job's threads times the jobs running at once exceed the cores."""
+    jobs, cores = parallel_jobs(), available_cores()
+    if jobs * threads <= cores:
+        return None
+    return (
+        f"{jobs} parallel jobs x trainer.threads={threads} on {cores} cores: the jobs "
+        "oversubscribe the cores and slow each other down (results are not affected)"
+    )
+
+
+def with_threads_resolved(cfg: DictConfig) -> DictConfig:
+    """A copy of `cfg` whose `trainer.threads` is the number this job uses (never null), so
+    that config.yaml records it."""
+    if cfg.trainer.threads is not None:
+        return cfg
+    cfg = copy.deepcopy(cfg)
+    cfg.trainer.threads = job_threads(None)
+    return cfg
 
 
 def dataloader_context() -> str | None:

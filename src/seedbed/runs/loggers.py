@@ -5,6 +5,11 @@ methods (`write(record)`, `close()`), so the training loop knows nothing about
 them. A record `{"kind": "train", "step": 40, "loss": ...}` becomes the scalar
 `train/loss` at step 40. A logger whose package is missing fails before
 training starts, naming the extra to install.
+
+A resumed run continues what it logged: MLflow logs into the same MLflow run
+(its id is in run.json, `mlflow.run_id`), and TensorBoard purges the points
+after the checkpoint it resumed from, so each step has one point, as in the
+rewound metrics.jsonl.
 """
 
 from __future__ import annotations
@@ -46,10 +51,21 @@ def scalars(record: Mapping[str, Any]) -> dict[str, float]:
 class TensorBoardLogger:
     """Scalars into `<run dir>/<log_dir>` with the standard SummaryWriter."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(
+        self, log_dir: Path, resumed_at: int | None = None, kept: Sequence[Mapping] = ()
+    ) -> None:
+        """`resumed_at`: the step of the checkpoint a resume starts from; `kept`: the records
+        metrics.jsonl kept after the rewind."""
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(log_dir))
+        # TensorBoard drops every earlier point at or after purge_step. The checkpoint's own
+        # step may hold points written before it was saved (kept) and after (to be redone):
+        # purge it whole, then write back the kept ones.
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=resumed_at)
+        if resumed_at is not None:
+            for record in kept:
+                if record.get("step") == resumed_at:
+                    self.write(record)
 
     def write(self, record: Mapping[str, Any]) -> None:
         for tag, value in scalars(record).items():
@@ -73,12 +89,22 @@ class MlflowLogger:
         log_artifacts: bool,
         params: Mapping[str, Any],
         tags: Mapping[str, str],
+        run_id: str | None = None,
     ) -> None:
+        """`run_id`: the MLflow run of the run being resumed, continued instead of a new one."""
         from mlflow.tracking import MlflowClient
 
         self.run_dir = run_dir
         self.log_artifacts = log_artifacts
         self.client = MlflowClient(tracking_uri=tracking_uri)
+        if run_id is not None:
+            from mlflow.entities import RunStatus
+
+            # Params stay as first logged: MLflow refuses to change one (a resume's overrides
+            # are in run.json's `resumes`).
+            self.run_id = self.client.get_run(run_id).info.run_id
+            self.client.update_run(self.run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+            return
         found = self.client.get_experiment_by_name(experiment)
         if found is not None:
             experiment_id = found.experiment_id
@@ -162,13 +188,23 @@ def check_logger_packages(logger_cfg: DictConfig) -> None:
 
 
 def build_loggers(
-    cfg: DictConfig, run_dir: Path, seeds: Mapping[str, Any], git: Mapping[str, Any]
+    cfg: DictConfig,
+    run_dir: Path,
+    seeds: Mapping[str, Any],
+    git: Mapping[str, Any],
+    resumed: Mapping[str, Any] | None = None,
 ) -> list[MetricsWriter]:
-    """The loggers `cfg.logger` selects, started; metrics.jsonl is not one of them."""
+    """The loggers `cfg.logger` selects, started; metrics.jsonl is not one of them.
+    `resumed` (a resume): `step`, the checkpoint's step; `kept`, the records metrics.jsonl
+    kept; `record`, run.json as it was (where the MLflow run id is)."""
     check_logger_packages(cfg.logger)
     loggers: list[MetricsWriter] = []
     if cfg.logger.tensorboard is not None:
-        loggers.append(TensorBoardLogger(run_dir / cfg.logger.tensorboard.log_dir))
+        log_dir = run_dir / cfg.logger.tensorboard.log_dir
+        if resumed is None:
+            loggers.append(TensorBoardLogger(log_dir))
+        else:
+            loggers.append(TensorBoardLogger(log_dir, resumed["step"], resumed["kept"]))
     if cfg.logger.mlflow is not None:
         settings = cfg.logger.mlflow
         tags = {f"seeds.{name}": str(value) for name, value in seeds.get("streams", {}).items()}
@@ -185,6 +221,15 @@ def build_loggers(
                 log_artifacts=settings.log_artifacts,
                 params=flatten(OmegaConf.to_container(cfg, resolve=True)),
                 tags=tags,
+                run_id=((resumed or {}).get("record") or {}).get("mlflow", {}).get("run_id"),
             )
         )
     return loggers
+
+
+def logger_record(loggers: Sequence[MetricsWriter]) -> dict[str, Any]:
+    """What run.json keeps of the loggers: the MLflow run's id, so that a resume continues it."""
+    for logger in loggers:
+        if isinstance(logger, MlflowLogger):
+            return {"mlflow": {"run_id": logger.run_id}}
+    return {}

@@ -49,8 +49,14 @@ from seedbed.runs.distributed import (
 from seedbed.runs.environment import ENVIRONMENT_FILE, read_environment, write_environment
 from seedbed.runs.errors import SeedbedError, error_line, user_error
 from seedbed.runs.interrupts import GracefulStop, TrainingInterrupted, signal_hook_for_tests
-from seedbed.runs.launchers import job_threads, parallel_jobs
-from seedbed.runs.loggers import AllLoggers, build_loggers, check_logger_packages
+from seedbed.runs.launchers import oversubscription, parallel_jobs, with_threads_resolved
+from seedbed.runs.loggers import (
+    AllLoggers,
+    build_loggers,
+    check_logger_packages,
+    logger_record,
+)
+from seedbed.runs.outside_hydra import job_logging, without_hydra
 from seedbed.runs.record import (
     METRICS_FILE,
     MetricsLog,
@@ -75,7 +81,7 @@ class RunSession:
     def __init__(self, cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> None:
         """`overrides`: this command's overrides, applied to the saved config on a resume
         (None: `cfg` is the whole config)."""
-        self.cfg, self.run_dir, self.overrides = cfg, Path(run_dir), overrides
+        self.cfg, self.run_dir, self.overrides = without_hydra(cfg), Path(run_dir), overrides
         self.plan: ResumePlan | None = None
         self.ranks = RankInfo()
         self.device = torch.device("cpu")
@@ -97,6 +103,7 @@ class RunSession:
             run_dir = self.run_dir if self.writes_run_dir else None
             self.plan = plan_resume(self.cfg, run_dir, self.overrides, validate)
             self.cfg = self.plan.config
+        self.cfg = with_threads_resolved(self.cfg)  # config.yaml says how many threads
         self.record = RunRecord(self.run_dir)
         if self.plan is None:
             self.record.start(OmegaConf.to_yaml(self.cfg, resolve=True), command_line())
@@ -121,9 +128,9 @@ class RunSession:
         applied = set_determinism(cfg.determinism.mode)  # before anything touches CUDA
         for note in applied["notes"]:
             log.warning(note)
-        threads = job_threads(cfg.trainer.threads)  # a fair share of the cores in a parallel sweep
-        if threads is not None:
-            torch.set_num_threads(threads)
+        torch.set_num_threads(cfg.trainer.threads)  # part of what the run is: resolved above
+        if (warning := oversubscription(cfg.trainer.threads)) is not None:
+            log.warning(warning)
         device = resolve_device(cfg.trainer.device)
         if cfg.trainer.distributed:
             self.ranks = init_distributed(device)
@@ -152,7 +159,17 @@ class RunSession:
         else:
             environment = read_environment(self.run_dir)
         self.jsonl = MetricsLog(self.run_dir / METRICS_FILE)
-        extra = build_loggers(cfg, self.run_dir, self.seeds.as_record(), environment.get("git", {}))
+        resumed = None
+        if self.plan is not None:  # loggers continue: the records kept, the MLflow run's id
+            kept = self.run_dir / METRICS_FILE  # none in the scratch dir of a rank other than 0
+            resumed = {
+                "step": self.plan.checkpoint["loop"]["step"],
+                "kept": read_metrics(kept) if kept.is_file() else [],
+                "record": self.record.data,
+            }
+        git = environment.get("git", {})
+        extra = build_loggers(cfg, self.run_dir, self.seeds.as_record(), git, resumed)
+        self.record.update(**logger_record(extra))
         self.metrics = AllLoggers([self.jsonl, *extra])
 
     # -- what the recipe is handed ----------------------------------------------------------
@@ -314,5 +331,5 @@ def run_training(
     """
     from seedbed.train import train  # the recipe: what a user edits, above the machinery
 
-    with RunSession(cfg, Path(run_dir), overrides) as run:
+    with job_logging(Path(run_dir)), RunSession(cfg, Path(run_dir), overrides) as run:
         return run.finish(train(run.cfg, run))

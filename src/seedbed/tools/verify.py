@@ -2,6 +2,7 @@
 
     python -m seedbed.tools.verify seed=42 trainer.epochs=2       # two fresh runs, compared
     python -m seedbed.tools.verify --against outputs/train/<run>  # rerun a recorded run, compare
+                                        # (fresh, resumed or a sweep job; from any directory)
     python -m seedbed.tools.verify --vary loader.num_workers=2    # must not change the numbers
 
 Each run is a fresh `python train.py` process (nothing shared in memory, as a
@@ -44,21 +45,23 @@ RERUN_HEADER = {
 
 def train_command(run_dir: Path, overrides: list[str], flags: list[str]) -> list[str]:
     """`python train.py <flags> hydra.run.dir=<run_dir> <overrides>`: Hydra wants flags first."""
-    if TRAIN_SCRIPT.is_file():
-        entry = [str(TRAIN_SCRIPT)]
-    else:  # seedbed installed without its checkout: the same entry point, by import
-        entry = ["-c", "from seedbed.runs.cli import cli; cli()"]
+    # Installed without its checkout: the same entry point, by import.
+    entry = [str(TRAIN_SCRIPT)] if TRAIN_SCRIPT.is_file() else ["-m", "seedbed"]
     return [sys.executable, *entry, *flags, f"hydra.run.dir={run_dir}", *overrides]
 
 
-def run_training(run_dir: Path, overrides: list[str], flags: list[str] | None = None) -> None:
-    """One training run in a fresh process; a failure becomes its one-line error."""
+def run_training(
+    run_dir: Path, overrides: list[str], flags: list[str] | None = None, cwd: Path | None = None
+) -> None:
+    """One training run in a fresh process (in `cwd`, default this one); a failure becomes its
+    one-line error."""
     print(f"run: {run_dir}", flush=True)
     result = subprocess.run(
         train_command(run_dir, overrides, flags or []),
         capture_output=True,
         text=True,
         env=dict(os.environ),
+        cwd=cwd,
     )
     if result.returncode != 0:
         lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -80,9 +83,24 @@ def rerun_config(recorded: Path, where: Path) -> list[str]:
         given = (config.get("data") or {}).get(key)
         if isinstance(given, str) and not Path(given).exists():
             config["data"][key] = absolute
+    # Where the run came from is not part of what it is: a resumed run reruns from the start.
+    config.pop("resume", None)
     where.mkdir(parents=True, exist_ok=True)
     (where / "rerun.yaml").write_text(yaml.safe_dump({**RERUN_HEADER, **config}, sort_keys=False))
     return ["--config-dir", str(where), "--config-name", "rerun"]
+
+
+def recorded_cwd(recorded: Path) -> Path | None:
+    """The directory the run was started in (Hydra's record of it), where relative paths in
+    its config (e.g. `data.path`) mean what they meant; None when unknown or gone."""
+    hydra_record = recorded / ".hydra" / "hydra.yaml"
+    if not hydra_record.is_file():
+        return None
+    try:
+        cwd = yaml.safe_load(hydra_record.read_text())["hydra"]["runtime"]["cwd"]
+    except (yaml.YAMLError, KeyError, TypeError):
+        return None
+    return Path(cwd) if cwd and Path(cwd).is_dir() else None
 
 
 def verify(
@@ -101,8 +119,11 @@ def verify(
                 f"overrides {' '.join(overrides)} with --against: not allowed, the rerun uses "
                 "the recorded config as it is"
             )
+        # Absolute: the rerun starts where the recorded run did, wherever verify is run from.
+        recorded, out = recorded.resolve(), out.resolve()
         rerun = out / "rerun"
-        run_training(rerun, vary or [], flags=rerun_config(recorded, out / "config"))
+        flags = rerun_config(recorded, out / "config")
+        run_training(rerun, vary or [], flags=flags, cwd=recorded_cwd(recorded))
         return compare_runs(recorded, rerun)
     first, second = out / "first", out / "second"
     run_training(first, overrides)

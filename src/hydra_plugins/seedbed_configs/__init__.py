@@ -1,0 +1,1 @@
+"""seedbed's configs, composable without importing seedbed first (see search_path)."""
