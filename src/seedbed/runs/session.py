@@ -24,7 +24,7 @@ import time
 import traceback
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -192,7 +192,7 @@ class RunSession:
         be resumed. `parts["model"]` is what the final fingerprint is taken of.
         `batches_per_epoch` tells the epoch's last batch (whose checkpoint comes after the
         epoch's validation)."""
-        saved_config = OmegaConf.to_container(self.cfg, resolve=True)
+        saved_config = cast(dict[str, Any], OmegaConf.to_container(self.cfg, resolve=True))
         saved_config.pop("resume", None)  # where a run came from is not part of what it is
         distributed = self.cfg.trainer.distributed
 
@@ -267,7 +267,7 @@ class RunSession:
         self.checkpoints.save(self._parts["loop"])
         self._stop.__exit__(None, None, None)
         fingerprint = weights_sha256(self._parts["model"].state_dict())
-        stopping = self._parts.get("early_stopping")
+        stopping: Any = self._parts.get("early_stopping")  # EarlyStopping or None
         summary = stopping.summary() if stopping is not None else None
         self.record.finish(
             "completed",
