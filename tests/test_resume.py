@@ -10,13 +10,20 @@ import re
 import shlex
 import shutil
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import ROOT, SMALL, compose_config, read_run, run_train, train_in_process
+from helpers import (
+    SMALL,
+    TRAIN,
+    compose_config,
+    read_run,
+    run_python,
+    run_train,
+    train_in_process,
+)
 
 from seedbed.runs.checkpoint import TRAILER_SIZE, CheckpointError, load_checkpoint, to_cpu
 from seedbed.runs.errors import SeedbedError
@@ -56,16 +63,9 @@ def finished(reference, tmp_path) -> Path:
 
 def run_killed(run_dir: Path, *overrides: str, step: int) -> None:
     """`train.py <overrides>` that sends itself SIGKILL right after `step`."""
-    log = run_dir.parent / "killed.log"
-    with log.open("w") as out:  # not a pipe: orphaned DataLoader workers would hold it open
-        returncode = subprocess.run(
-            [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run_dir}", *overrides],
-            cwd=run_dir.parent,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, TEST_SIGNAL_ENV: f"SIGKILL:{step}"},
-            timeout=300,
-        ).returncode
+    log = run_dir.parent / "killed.log"  # not a pipe: orphaned DataLoader workers hold it open
+    env = {TEST_SIGNAL_ENV: f"SIGKILL:{step}"}
+    returncode = run_train(run_dir, *overrides, check=False, env=env, log=log).returncode
     assert returncode == -signal.SIGKILL, log.read_text()[-2000:]
     assert read_run(run_dir)["status"] == "running"  # SIGKILL leaves no time to record
 
@@ -100,7 +100,7 @@ def test_sigterm_checkpoints_prints_the_resume_command_and_resumes_identically(t
 
     command = shlex.split(stopped.stderr.strip().splitlines()[-1].removeprefix("resume with: "))
     assert command[0] == "python"
-    subprocess.run([sys.executable, *command[1:]], cwd=run_dir.parent, check=True, timeout=300)
+    run_python(*command[1:], cwd=run_dir.parent)
     assert_same_run(reference, run_dir)
     assert not (run_dir.parent / "outputs").exists()  # no new run directory left behind
 
@@ -292,8 +292,7 @@ def test_only_keys_that_cannot_change_the_numbers_are_safe_on_resume():
 
 @pytest.mark.slow
 def test_resume_of_a_missing_path_fails_in_one_line_and_creates_nothing(tmp_path):
-    command = [sys.executable, str(ROOT / "train.py"), "resume=outputs/train/nope"]
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = run_python(TRAIN, "resume=outputs/train/nope", cwd=tmp_path, check=False)
     assert result.returncode == 2
     assert result.stderr.strip() == (
         "error: resume.path='outputs/train/nope' is not allowed: "

@@ -143,6 +143,14 @@ def _print_help() -> None:
         sys.stdout.write(without_schema_groups(buffer.getvalue()))
 
 
+def _print_sweep_end_after_a_failure() -> None:
+    """Hydra skips the sweep's end when a job fails: its summary table still ends the sweep."""
+    from seedbed.tools.summarize import print_sweep_end, started_sweeps
+
+    if started_sweeps:
+        print_sweep_end(started_sweeps.pop())
+
+
 def cli() -> None:
     """Run Hydra; an expected error becomes one line on stderr and exit status 2."""
     register_configs()
@@ -175,6 +183,7 @@ def cli() -> None:
         print(str(stopped), file=sys.stderr)
         sys.exit(exit_status(stopped.signum))
     except (SeedbedError, KeyboardInterrupt) as error:
+        _print_sweep_end_after_a_failure()
         print(f"error: {error_line(error)}", file=sys.stderr)
         if isinstance(error, KeyboardInterrupt):
             sys.exit(exit_status(getattr(error, "signum", signal.SIGINT)))
