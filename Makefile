@@ -1,45 +1,70 @@
 # The first two targets are the README's quickstart: `make train`, `make test`.
+# requirements.lock pins every package any extra can bring in; pip takes it as constraints
+# (`-c`), so each install gets only what it asks for, at the locked versions.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
+# pip's progress bars show: the first install downloads torch and takes a minute or more.
+PIP := $(PY) -m pip install --disable-pip-version-check --progress-bar on -c requirements.lock
 
-.PHONY: train test test-fast install lint verify format lock bench clean
+.PHONY: train test test-fast install install-dev lint verify format lock bench clean clean-runs
 
-train: install  ## create .venv from the lock file, install seedbed, run `python train.py $(ARGS)`
+train: install  ## create .venv (the core: torch, numpy, hydra-core, omegaconf), run `python train.py $(ARGS)`
 	$(PY) train.py $(ARGS)
 
-test: install  ## the whole test suite (slow tests included)
+test: install-dev  ## the whole test suite (slow tests included)
 	$(PY) -m pytest
 
-test-fast: install  ## the suite without the tests marked slow
+test-fast: install-dev  ## the suite without the tests marked slow
 	$(PY) -m pytest -m "not slow"
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed  ## seedbed and its core dependencies only
+install-dev: $(VENV)/.installed-dev  ## + the dev extra: test tools, linters, every tested extra
 
-$(VENV)/.installed: requirements.lock pyproject.toml
+$(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+
+# setuptools first, from the lock: seedbed is installed without build isolation, so that the
+# build uses the locked version too (and needs nothing but what the lock names).
+$(VENV)/.installed: requirements.lock pyproject.toml | $(PY)
+	@echo "Installing seedbed and its core dependencies (torch is large: this takes a while)"
+	$(PIP) setuptools
+	$(PIP) --no-build-isolation -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	@echo "Installing the dev extra (pytest, ruff, mypy, pre-commit and the tested extras)"
+	$(PIP) --no-build-isolation -e ".[dev]"
 	touch $@
 
 bench: install  ## the benchmarks: a table of medians and ratios (not tests: nothing is asserted)
 	$(PY) benchmarks/run.py $(ARGS)
 
-lint: install  ## ruff lint and format check
+lint: install-dev  ## ruff lint and format check, mypy on src/
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 verify: install  ## run a small config twice in fresh processes and compare bit for bit
 	$(PY) -m seedbed.tools.verify data.n_samples=1024 trainer.epochs=2 $(ARGS)
 
-format: install
+format: install-dev
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
-lock: install  ## rewrite requirements.lock from what .venv holds
-	$(PY) -m pip freeze --all --exclude-editable | grep -v '^pip==' | sed 's/+cpu$$//' > requirements.lock.new
+# The lock's comment header is kept; the pins are what .venv holds (the dev extra brings in
+# every other extra but peer, which is not locked: `pip install "seedbed[peer]"` when needed).
+lock: install-dev  ## rewrite requirements.lock's pins from .venv (after changing pyproject.toml)
+	sed -n '/^#/!q;p' requirements.lock > requirements.lock.new
+	$(PY) -m pip freeze --all --exclude-editable | grep -v '^pip==' | sed 's/+cpu$$//' \
+		>> requirements.lock.new
 	mv requirements.lock.new requirements.lock
 
-clean:
-	rm -rf $(VENV) outputs multirun .pytest_cache .ruff_cache
+clean:  ## caches and build files (run records stay: see clean-runs)
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build src/*.egg-info
+	find . -name __pycache__ -type d -prune -not -path './.git/*' -exec rm -rf {} +
+
+clean-runs:  ## delete every run record (outputs/, multirun/) after asking
+	@printf 'Delete outputs/ and multirun/ (every run record)? [y/N] '; read answer; \
+		[ "$$answer" = y ] && rm -rf outputs multirun && echo deleted || echo kept

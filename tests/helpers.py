@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -18,25 +20,63 @@ from seedbed.runs.cli import cli
 from seedbed.runs.session import run_training
 
 ROOT = Path(__file__).resolve().parents[1]
+TRAIN = str(ROOT / "train.py")
 # Small enough for a test, large enough to have several epochs, batches and log records.
 SMALL = ["data.n_samples=576", "trainer.epochs=2", "trainer.log_every=4", "loader.batch_size=32"]
+# Smaller, where a test runs several trainings (sweeps, DDP): 2 epochs of 9 batches; split
+# over 2 ranks, the 270 training samples give each rank 135 with no padding.
+TINY = ["data.n_samples=385", "trainer.epochs=2", "trainer.log_every=4", "loader.batch_size=32"]
 
 
-def run_train(
-    run_dir: Path, *overrides: str, check: bool = True, env: dict[str, str] | None = None
+def run_python(
+    *args: str,
+    cwd: Path,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
+    timeout: float = 300,
 ) -> subprocess.CompletedProcess:
-    """`python train.py hydra.run.dir=<run_dir> <overrides>` in a fresh process."""
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run_dir}", *overrides],
-        cwd=run_dir.parent,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=300,
-    )
+    """`python <args>` in a fresh process, as a user runs it: the one subprocess runner.
+
+    `log`: write stdout and stderr to this file instead of pipes (a run killed mid-way
+    leaves orphaned DataLoader workers that would hold a pipe open)."""
+    with log.open("w") if log is not None else contextlib.nullcontext() as out:
+        result = subprocess.run(
+            [sys.executable, *args],
+            cwd=cwd,
+            stdout=out if out is not None else subprocess.PIPE,
+            stderr=subprocess.STDOUT if out is not None else subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+            timeout=timeout,
+        )
     if check and result.returncode != 0:
-        raise AssertionError(f"train.py failed ({result.returncode}):\n{result.stderr[-3000:]}")
+        output = log.read_text() if log is not None else result.stderr
+        raise AssertionError(
+            f"{' '.join(args[:2])} failed ({result.returncode}):\n{output[-3000:]}"
+        )
     return result
+
+
+def run_train(run_dir: Path, *overrides: str, **options: Any) -> subprocess.CompletedProcess:
+    """`python train.py hydra.run.dir=<run_dir> <overrides>` in a fresh process."""
+    return run_python(TRAIN, f"hydra.run.dir={run_dir}", *overrides, cwd=run_dir.parent, **options)
+
+
+def run_multirun(sweep_dir: Path, *overrides: str, **options: Any) -> subprocess.CompletedProcess:
+    """`python train.py -m hydra.sweep.dir=<sweep_dir> <overrides>` in a fresh process."""
+    return run_python(
+        TRAIN, "-m", f"hydra.sweep.dir={sweep_dir}", *overrides, cwd=sweep_dir.parent, **options
+    )
+
+
+def torchrun(workdir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """`torchrun --nproc_per_node=2 --standalone train.py <overrides>` in `workdir`."""
+    workdir.mkdir(exist_ok=True)
+    launcher = ["-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone"]
+    return run_python(
+        *launcher, TRAIN, *overrides, cwd=workdir, env={"OMP_NUM_THREADS": "1"}, timeout=120
+    )
 
 
 def run_cli(run_dir: Path, *overrides: str) -> tuple[int, str, str]:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from data_files import make_cifar10, make_image_folder, make_mnist
-from helpers import ROOT, compose_config, read_run, run_cli, run_train
+from helpers import ROOT, compose_config, read_run, run_cli, run_train, train_in_process
 from hydra.utils import instantiate
 
 from seedbed.config import validate
@@ -235,3 +235,29 @@ def test_non_finite_loss_stops_with_a_clear_error(tmp_path):
     record = read_run(tmp_path / "run")
     assert record["status"] == "failed"
     assert "lower optim.lr" in record["error"]
+
+
+@pytest.mark.parametrize("override", ["sweep=seeds", "hparams_search=optuna"])
+def test_sweep_groups_without_m_are_refused_in_one_line(tmp_path, override):
+    code, _, err = run_cli(tmp_path / "run", override, "trainer.epochs=1")
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith(f"error: {override} is not allowed without -m")
+    assert f"python train.py -m {override}" in err
+    assert not (tmp_path / "run").exists()  # refused before any run started
+
+
+def test_help_lists_the_groups_a_user_chooses_not_the_schemas(tmp_path):
+    code, out, _ = run_cli(tmp_path / "run", "--help")
+    assert code == 0
+    groups_section = out.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    groups = {line.split(":")[0] for line in groups_section.splitlines() if ": " in line}
+    assert {"data", "model", "optim", "sched", "task", "sweep", "hparams_search"} <= groups
+    assert not [g for g in groups if g.startswith("schema")]
+    assert not (tmp_path / "run").exists()
+
+
+def test_console_names_pinned_seed_streams(tmp_path, caplog):
+    caplog.set_level("INFO", logger="seedbed")
+    train_in_process(tmp_path / "run", "data.n_samples=256", "trainer.epochs=1", "seeds.init=7")
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("run dir ")]
+    assert "  seed 0 (pinned: seeds.init=7)  " in line

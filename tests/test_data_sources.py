@@ -5,14 +5,20 @@ lets `compare` name a changed file."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from data_files import make_cifar10, make_mnist
-from helpers import ROOT, compose_config, read_run, run_cli, run_train, train_in_process
+from helpers import (
+    ROOT,
+    compose_config,
+    read_run,
+    run_cli,
+    run_python,
+    run_train,
+    train_in_process,
+)
 from hydra.utils import instantiate
 
 from seedbed.data.arrays import split_indices
@@ -182,12 +188,7 @@ def test_eval_finds_a_relative_data_path_from_any_directory(tmp_path):
     run_train(work / "run", "data=npz", "data.path=d.npz", "trainer.epochs=1")  # cwd: work
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "eval.py"), f"ckpt={work / 'run' / 'checkpoints' / 'last.pt'}"],
-        cwd=elsewhere,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    checkpoint = work / "run" / "checkpoints" / "last.pt"
+    result = run_python(str(ROOT / "eval.py"), f"ckpt={checkpoint}", cwd=elsewhere, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((work / "run" / "eval.json").read_text())["samples"] == 16

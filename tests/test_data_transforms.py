@@ -4,16 +4,13 @@ Dataset drawing from `random`, `np.random` and torch, give the same bits for any
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from data_files import make_image_folder
-from helpers import ROOT, compose_config, read_run, run_cli, run_train, train_in_process
+from helpers import compose_config, read_run, run_cli, run_train, train_in_process
 from hydra.utils import instantiate
 
 from seedbed.data.arrays import split_indices
@@ -77,23 +74,10 @@ def test_num_workers_and_a_second_run_do_not_change_the_weights(images, referenc
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(images, reference, tmp_path):
     run_dir = tmp_path / "run"
-    args = [
-        sys.executable,
-        str(ROOT / "train.py"),
-        f"hydra.run.dir={run_dir}",
-        "data=image_folder",
-        f"data.root={images}",
-        *RUN,
-        "loader.num_workers=2",
-    ]
-    with (tmp_path / "killed.log").open("w") as out:  # step 4: mid-epoch, after a checkpoint
-        killed = subprocess.run(
-            args,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            timeout=300,
-            env={**os.environ, TEST_SIGNAL_ENV: "SIGKILL:4"},
-        )
+    overrides = ["data=image_folder", f"data.root={images}", *RUN, "loader.num_workers=2"]
+    log = tmp_path / "killed.log"  # step 4: mid-epoch, after a checkpoint
+    env = {TEST_SIGNAL_ENV: "SIGKILL:4"}
+    killed = run_train(run_dir, *overrides, check=False, env=env, log=log)
     assert killed.returncode == -signal.SIGKILL
     run_train(run_dir, f"resume={run_dir}")
     resumed = read_run(run_dir)

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
-from helpers import ROOT, read_run
+from helpers import TINY, read_run, run_multirun, torchrun
 
 from seedbed.data.loader import EpochBatchSampler
 from seedbed.runs.checkpoint import load_checkpoint
 from seedbed.runs.seeding import SHARED_STREAMS, STREAMS, derive_seeds, rank_streams
-
-TINY = ["data.n_samples=385", "trainer.epochs=2", "trainer.log_every=4", "loader.batch_size=32"]
 
 
 def test_ranks_share_one_permutation_and_split_it_like_distributed_sampler():
@@ -43,29 +36,6 @@ def test_rank_streams_share_init_data_augment_and_differ_elsewhere():
             assert rank0[name] == rank1[name] == streams[name]
         else:
             assert rank0[name] != rank1[name]
-
-
-def torchrun(workdir: Path, *overrides: str) -> subprocess.CompletedProcess:
-    workdir.mkdir(exist_ok=True)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node=2",
-            "--standalone",
-            str(ROOT / "train.py"),
-            *overrides,
-        ],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    if result.returncode != 0:
-        raise AssertionError(f"torchrun failed ({result.returncode}):\n{result.stderr[-3000:]}")
-    return result
 
 
 @pytest.mark.slow
@@ -112,8 +82,6 @@ def test_ddp_run_resumed_from_its_epoch_checkpoint_ends_identical(tmp_path):
 @pytest.mark.slow
 def test_submitit_tasks_are_the_ranks_of_one_ddp_run(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    from test_sweeps import run_multirun
-
     sweep = tmp_path / "sweep"
     run_multirun(
         sweep,

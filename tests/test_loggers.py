@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import yaml
@@ -79,3 +82,30 @@ def test_a_logger_without_its_package_fails_early_naming_the_extra(monkeypatch):
         with pytest.raises(SeedbedError, match=rf"pip install 'seedbed\[{name}\]'"):
             check_logger_packages(OmegaConf.create({name: {}}))
     check_logger_packages(OmegaConf.create({"tensorboard": None, "mlflow": None}))
+
+
+@pytest.mark.parametrize("telemetry", [False, True])
+def test_mlflow_telemetry_is_off_unless_asked(tmp_path, monkeypatch, telemetry):
+    pytest.importorskip("mlflow")
+    import mlflow.tracking
+
+    from seedbed.runs.loggers import MlflowLogger
+
+    seen = {}
+
+    class Client:  # records what mlflow would read when it starts, and does nothing else
+        def __init__(self, tracking_uri):
+            seen["disabled"] = os.environ.get("MLFLOW_DISABLE_TELEMETRY")
+
+        def get_experiment_by_name(self, name):
+            return SimpleNamespace(experiment_id="1")
+
+        def create_run(self, experiment_id, run_name, tags):
+            return SimpleNamespace(info=SimpleNamespace(run_id="r"))
+
+    monkeypatch.setattr(mlflow.tracking, "MlflowClient", Client)
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "unset below; restored after the test")
+    monkeypatch.delenv("MLFLOW_DISABLE_TELEMETRY")
+    settings = {"tracking_uri": "", "artifact_location": "", "experiment": "e"}
+    MlflowLogger(tmp_path, **settings, log_artifacts=False, params={}, tags={}, telemetry=telemetry)
+    assert seen["disabled"] == (None if telemetry else "true")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import SMALL, compose_config, read_run, run_train
+from helpers import SMALL, compose_config, read_run, run_train, train_in_process
 from hydra.utils import instantiate
 
 from seedbed.data.arrays import sample_rng
@@ -45,8 +45,8 @@ def test_same_seed_gives_identical_weights_and_losses(tmp_path):
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     run_train(a, *SMALL, "seed=42")
     run_train(b, *SMALL, "seed=42")
-    run_train(c, *SMALL, "seed=43")
-    ra, rb, rc = read_run(a), read_run(b), read_run(c)
+    rc = train_in_process(c, *SMALL, "seed=43")  # only has to differ: no third process
+    ra, rb = read_run(a), read_run(b)
     assert ra["status"] == rb["status"] == "completed"
     assert ra["weights_sha256"] == rb["weights_sha256"]
     assert ra["loss_series_sha256"] == rb["loss_series_sha256"]
@@ -106,8 +106,9 @@ def test_augmentation_differs_between_epochs_and_repeats_across_runs():
     assert not torch.equal(x0, first.x[3])
     assert torch.equal(x0, second[(0, 3)][0])
     assert torch.equal(x1, second[(1, 3)][0])
-    # The generator is a pure function of (seed, epoch, index).
-    assert sample_rng(99, 1, 3).random() == sample_rng(99, 1, 3).random()
+    # One stream per (seed, epoch, index): a neighbour in any of the three draws differently.
+    draw = sample_rng(99, 1, 3).random()
+    assert draw not in {sample_rng(*key).random() for key in [(98, 1, 3), (99, 2, 3), (99, 1, 4)]}
 
 
 def test_direct_batches_equal_dataloader_batches():

@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shlex
 import shutil
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import ROOT, SMALL, compose_config, read_run, run_train, train_in_process
+from helpers import (
+    SMALL,
+    TRAIN,
+    compose_config,
+    read_run,
+    run_python,
+    run_train,
+    train_in_process,
+)
 
 from seedbed.runs.checkpoint import TRAILER_SIZE, CheckpointError, load_checkpoint, to_cpu
 from seedbed.runs.errors import SeedbedError
@@ -55,16 +63,9 @@ def finished(reference, tmp_path) -> Path:
 
 def run_killed(run_dir: Path, *overrides: str, step: int) -> None:
     """`train.py <overrides>` that sends itself SIGKILL right after `step`."""
-    log = run_dir.parent / "killed.log"
-    with log.open("w") as out:  # not a pipe: orphaned DataLoader workers would hold it open
-        returncode = subprocess.run(
-            [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run_dir}", *overrides],
-            cwd=run_dir.parent,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, TEST_SIGNAL_ENV: f"SIGKILL:{step}"},
-            timeout=300,
-        ).returncode
+    log = run_dir.parent / "killed.log"  # not a pipe: orphaned DataLoader workers hold it open
+    env = {TEST_SIGNAL_ENV: f"SIGKILL:{step}"}
+    returncode = run_train(run_dir, *overrides, check=False, env=env, log=log).returncode
     assert returncode == -signal.SIGKILL, log.read_text()[-2000:]
     assert read_run(run_dir)["status"] == "running"  # SIGKILL leaves no time to record
 
@@ -91,7 +92,7 @@ def test_sigterm_checkpoints_prints_the_resume_command_and_resumes_identically(t
     run_dir = tmp_path / "run"
     stopped = run_train(run_dir, *SMALL, *CKPT, check=False, env={TEST_SIGNAL_ENV: "SIGTERM:9"})
     assert stopped.returncode == 128 + signal.SIGTERM
-    assert "interrupted by SIGTERM after step 9 (epoch 0)" in stopped.stderr
+    assert "interrupted by SIGTERM after step 9 (epoch 1)" in stopped.stderr
     record = read_run(run_dir)
     assert record["status"] == "interrupted"
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["loop"]["step"] == 9
@@ -99,16 +100,21 @@ def test_sigterm_checkpoints_prints_the_resume_command_and_resumes_identically(t
 
     command = shlex.split(stopped.stderr.strip().splitlines()[-1].removeprefix("resume with: "))
     assert command[0] == "python"
-    subprocess.run([sys.executable, *command[1:]], cwd=run_dir.parent, check=True, timeout=300)
+    run_python(*command[1:], cwd=run_dir.parent)
     assert_same_run(reference, run_dir)
     assert not (run_dir.parent / "outputs").exists()  # no new run directory left behind
 
 
-def test_extending_a_finished_run_equals_the_longer_run(tmp_path, finished):
+def test_extending_a_finished_run_equals_the_longer_run(tmp_path, finished, caplog):
     longer = tmp_path / "longer"
     train_in_process(longer, *SMALL, *CKPT, "trainer.epochs=3")
+    caplog.set_level(logging.INFO, logger="seedbed")
     record = train_in_process(finished, f"resume={finished}", "trainer.epochs=3")
     assert_same_run(longer, finished)
+    # Epochs counted from 1 in every message: two done, the third is the one that runs.
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.endswith("at step 26 (end of epoch 2)") for m in messages), messages
+    assert any(m.startswith("epoch 3/3  step 39") for m in messages), messages
     assert record["resumes"][-1]["changes"] == {"trainer.epochs": [2, 3]}
     assert record["resumes"][-1]["forced"] is False
 
@@ -201,6 +207,14 @@ def test_best_last_and_keep_last(tmp_path):
     assert kept == sorted({"step_000025.pt", "step_000026.pt", best.name})
 
 
+def test_interrupt_message_counts_epochs_from_1(tmp_path):
+    stop = GracefulStop()
+    stop.signum = signal.SIGTERM
+    # Mid-epoch: 1 epoch done, batch 4 of the second; after validation: 2 epochs done.
+    assert "after step 17 (epoch 2)," in str(stop.error(Path("c.pt"), 17, 1, 4, tmp_path))
+    assert "after step 26 (end of epoch 2)," in str(stop.error(Path("c.pt"), 26, 2, 0, tmp_path))
+
+
 def test_second_signal_stops_at_once_and_handlers_are_restored():
     before = signal.getsignal(signal.SIGINT)
     with GracefulStop() as stop:
@@ -218,8 +232,9 @@ def test_eval_twice_gives_identical_eval_json(finished, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["eval.py", f"ckpt={checkpoint}"])
     cli()  # into the run directory
     monkeypatch.setattr(sys, "argv", ["eval.py", f"ckpt={checkpoint}", "--out", "again.json"])
-    monkeypatch.chdir(finished)
+    monkeypatch.chdir(finished.parent)  # out= is relative to the run dir, not to here
     cli()
+    assert not (finished.parent / "again.json").exists()
     first, second = (finished / "eval.json").read_bytes(), (finished / "again.json").read_bytes()
     assert first == second
     result = json.loads(first)
@@ -277,8 +292,7 @@ def test_only_keys_that_cannot_change_the_numbers_are_safe_on_resume():
 
 @pytest.mark.slow
 def test_resume_of_a_missing_path_fails_in_one_line_and_creates_nothing(tmp_path):
-    command = [sys.executable, str(ROOT / "train.py"), "resume=outputs/train/nope"]
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = run_python(TRAIN, "resume=outputs/train/nope", cwd=tmp_path, check=False)
     assert result.returncode == 2
     assert result.stderr.strip() == (
         "error: resume.path='outputs/train/nope' is not allowed: "

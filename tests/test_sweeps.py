@@ -5,37 +5,27 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import re
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ROOT, read_run
+from helpers import TINY, read_run, run_multirun, run_python
 
-from seedbed.tools.summarize import SUMMARY_JSON, describe, t_quantile, write_summary
+from seedbed.tools.summarize import (
+    SUMMARY_JSON,
+    describe,
+    summary_table,
+    t_quantile,
+    write_summary,
+)
 
-# Smaller than SMALL: a sweep runs several trainings.
-TINY = ["data.n_samples=384", "trainer.epochs=2", "trainer.log_every=4", "loader.batch_size=32"]
 ONE_EPOCH = [*TINY, "trainer.epochs=1"]  # where the per-epoch curves do not matter
 
 # t(0.975, df) from published tables (e.g. NIST/SEMATECH e-Handbook, table 1.3.6.7.2).
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 10: 2.228, 30: 2.042, 100: 1.984}
-
-
-def run_multirun(sweep_dir: Path, *overrides: str, check: bool = True):
-    """`python train.py -m hydra.sweep.dir=<sweep_dir> <overrides>` in a fresh process."""
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "-m", f"hydra.sweep.dir={sweep_dir}", *overrides],
-        cwd=sweep_dir.parent,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"multirun failed ({result.returncode}):\n{result.stderr[-3000:]}")
-    return result
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
@@ -67,10 +57,18 @@ def test_describe_gives_the_t_interval_of_the_mean():
     assert describe([1.0])["std"] is None and describe([1.0])["ci95"] is None
 
 
+@pytest.fixture(scope="module")
+def seed_sweep(tmp_path_factory):
+    """`train.py -m sweep=seeds` over seeds 0, 1, 2: (its directory, what it printed)."""
+    sweep = tmp_path_factory.mktemp("seeds") / "sweep"
+    seeds = ["sweep=seeds", "hydra.sweeper.params.seed='0,1,2'"]
+    ended = run_multirun(sweep, *seeds, *TINY)
+    return sweep, ended
+
+
 @pytest.mark.slow
-def test_seed_sweep_summary_is_recomputed_from_the_run_dirs(tmp_path):
-    sweep = tmp_path / "sweep"
-    run_multirun(sweep, "sweep=seeds", "hydra.sweeper.params.seed='0,1,2'", *TINY)
+def test_seed_sweep_summary_is_recomputed_from_the_run_dirs(seed_sweep, tmp_path):
+    sweep, ended = seed_sweep
     jobs = job_dirs(sweep)
     records = [read_run(j) for j in jobs]
     assert [r["status"] for r in records] == ["completed"] * 3
@@ -87,6 +85,14 @@ def test_seed_sweep_summary_is_recomputed_from_the_run_dirs(tmp_path):
         assert stats["std"] == pytest.approx(statistics.stdev(values), rel=1e-12)
         assert (stats["min"], stats["max"]) == (min(values), max(values))
     assert "| val/loss | 3 |" in (sweep / "summary.md").read_text()
+    # The sweep ends by printing where it is and the table: mean ± std and the interval.
+    stats = summary["metrics"]["val/loss"]
+    assert f"sweep {sweep}: 3 of 3 jobs completed" in ended.stdout
+    assert "all runs: seeds 0, 1, 2" in ended.stdout
+    mean_std, ci = f"{stats['mean']:.6g} ± {stats['std']:.6g}", f"[{stats['ci95'][0]:.6g}, "
+    row = re.compile(rf"^  val/loss +3  {re.escape(mean_std)} +{re.escape(ci)}", re.MULTILINE)
+    assert row.search(ended.stdout), ended.stdout
+    assert ended.stdout.rstrip().endswith(f"summary: {sweep / 'summary.md'}")
     try:
         import matplotlib  # noqa: F401
 
@@ -96,15 +102,14 @@ def test_seed_sweep_summary_is_recomputed_from_the_run_dirs(tmp_path):
 
     # The standalone command rebuilds the same summary from the run dirs alone.
     (sweep / SUMMARY_JSON).unlink()
-    subprocess.run([sys.executable, "-m", "seedbed.tools.summarize", str(sweep)], check=True)
+    rebuilt = run_python("-m", "seedbed.tools.summarize", str(sweep), cwd=tmp_path)
     assert json.loads((sweep / SUMMARY_JSON).read_text()) == summary
+    assert row.search(rebuilt.stdout)  # the same table as at the end of the sweep
 
 
 def test_summarize_rejects_a_missing_directory(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "seedbed.tools.summarize", str(tmp_path / "nope")],
-        capture_output=True,
-        text=True,
+    result = run_python(
+        "-m", "seedbed.tools.summarize", str(tmp_path / "nope"), cwd=tmp_path, check=False
     )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "sweep_dir=" in result.stderr
@@ -124,6 +129,10 @@ def test_failed_job_is_listed_and_the_others_complete(tmp_path):
     assert summary["metrics"]["val/loss"]["n"] == 2
     [failed] = summary["failed"]
     assert failed["run_dir"] == "1" and failed["seed"] == 4294967296
+    # Hydra skipped the sweep's end: the command line still prints the table and the failure.
+    assert f"sweep {sweep}: 2 of 3 jobs completed" in result.stdout
+    failed_line = "failed jobs (1):\n  1 (seed 4294967296): seed=4294967296 is not allowed"
+    assert failed_line in result.stdout
     assert "seed=4294967296 is not allowed" in failed["error"]
     assert "seed=4294967296 is not allowed" in (sweep / "summary.md").read_text()
     if importlib.util.find_spec("matplotlib"):  # Hydra skipped the end of the sweep: drawn anyway
@@ -131,13 +140,12 @@ def test_failed_job_is_listed_and_the_others_complete(tmp_path):
 
 
 @pytest.mark.slow
-def test_joblib_parallel_jobs_give_the_sequential_weights(tmp_path):
+def test_joblib_parallel_jobs_give_the_sequential_weights(seed_sweep, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     # Both at default settings, the thread count included (test_everywhere_sweeps: the same
-    # for a CNN, whose kernels do depend on it). DataLoader workers in the parallel jobs only:
-    # num_workers does not change results.
-    sequential, parallel = tmp_path / "sequential", tmp_path / "parallel"
-    run_multirun(sequential, "seed=0,1", *TINY)
+    # for a CNN, whose kernels do depend on it); the sequential one is the seed-sweep test's.
+    # DataLoader workers in the parallel jobs only: num_workers does not change results.
+    sequential, parallel = seed_sweep[0], tmp_path / "parallel"
     run_multirun(
         parallel,
         "seed=0,1",
@@ -147,7 +155,7 @@ def test_joblib_parallel_jobs_give_the_sequential_weights(tmp_path):
         "hydra.launcher.n_jobs=2",
     )
 
-    for seq_dir, par_dir in zip(job_dirs(sequential), job_dirs(parallel), strict=True):
+    for seq_dir, par_dir in zip(job_dirs(sequential)[:2], job_dirs(parallel), strict=True):
         seq, par = read_run(seq_dir), read_run(par_dir)
         assert par["status"] == "completed", par["error"]
         assert par["parallel_jobs"] == 2 and par["torch_threads"] == seq["torch_threads"]
@@ -184,6 +192,12 @@ def test_optuna_search_is_reproducible(tmp_path):
         trials = [[o for o in overrides_of(j) if o.startswith("optim.")] for j in jobs]
         assert all(len(t) == 2 for t in trials)
         searches.append((trials, [read_run(j)["weights_sha256"] for j in jobs], result))
+        # Three different configurations: three groups of one seed each, best first, and no
+        # confidence interval (it would be over different hyperparameters, not seeds).
+        groups = json.loads((sweep / SUMMARY_JSON).read_text())["groups"]
+        assert sorted(g["differs"] for g in groups) == sorted(sorted(t) for t in trials)
+        assert all(g["seeds"] == [0] and g["metrics"]["val/loss"]["ci95"] is None for g in groups)
+        assert groups[0]["metrics"]["val/loss"]["mean"] == result["best_value"]
     assert searches[0] == searches[1]
     assert len({tuple(t) for t in searches[0][0]}) == 3  # three different trials
 
@@ -238,3 +252,56 @@ def test_summary_without_matplotlib_says_the_plot_was_skipped(tmp_path, monkeypa
     assert not (tmp_path / "curves.png").exists()
     assert "skipped: matplotlib is not installed" in (tmp_path / "summary.md").read_text()
     assert summary["seeds"] == [0, 1] and summary["metrics"]["val/loss"]["n"] == 2
+
+
+def fake_job(sweep: Path, name: str, overrides: list[str], val_loss: list[float]) -> None:
+    """A completed job directory as the summary reads it: run.json, metrics, overrides."""
+    job = sweep / name
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    seed = int(next((o.split("=")[1] for o in overrides if o.startswith("seed=")), 0))
+    record = {
+        "status": "completed",
+        "seeds": {"seed": seed},
+        "final_metrics": {"val/loss": val_loss[-1]},
+        "monitor": {"metric": "val/loss", "mode": "min"},
+    }
+    (job / "run.json").write_text(json.dumps(record))
+    rows = [{"kind": "val", "epoch": e, "val/loss": v} for e, v in enumerate(val_loss)]
+    (job / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_parameter_sweep_summary_groups_runs_by_their_parameters(tmp_path):
+    # Two learning rates with seeds 0 and 1 each; a third tried twice with seed 0 (as Optuna may).
+    losses = {("0.1", "0"): 0.9, ("0.1", "1"): 0.7, ("0.01", "0"): 0.4, ("0.01", "1"): 0.6}
+    for i, ((lr, seed), loss) in enumerate(losses.items()):
+        fake_job(tmp_path, str(i), [f"optim.lr={lr}", f"seed={seed}", "trainer.epochs=1"], [loss])
+    fake_job(tmp_path, "4", ["optim.lr=0.5", "trainer.epochs=1"], [0.45])
+    fake_job(tmp_path, "5", ["optim.lr=0.5", "trainer.epochs=1"], [0.45])
+    summary = write_summary(tmp_path)
+
+    groups = summary["groups"]
+    assert [g["differs"] for g in groups] == [["optim.lr=0.5"], ["optim.lr=0.01"], ["optim.lr=0.1"]]
+    assert [g["seeds"] for g in groups] == [[0, 0], [0, 1], [0, 1]]
+    best, small, large = (g["metrics"]["val/loss"] for g in groups)
+    assert best["mean"] == 0.45 and best["ci95"] is None  # one seed twice: no interval
+    assert small == describe([0.4, 0.6]) and large == describe([0.9, 0.7])
+    assert summary["metrics"] == groups[0]["metrics"]  # the headline is the best group's
+    table = summary_table(summary)
+    assert "group 1 (best): optim.lr=0.5; seeds 0, 0" in table
+    assert "group 2: optim.lr=0.01; seeds 0, 1" in table
+    assert "trainer.epochs" not in table  # shared by every run: not what tells groups apart
+
+
+def test_curves_of_one_epoch_runs_show_their_points_on_integer_ticks(tmp_path):
+    pytest.importorskip("matplotlib")
+    from seedbed.tools.curves import curves_figure
+
+    curves = {"0": {"val/loss": [0.7]}, "1": {"val/loss": [0.5]}}
+    figure = curves_figure(curves, band=True)
+    [axis] = figure.axes
+    drawn = {line.get_label(): line.get_marker() for line in axis.get_lines()}
+    assert {drawn[name] for name in ("0", "1", "mean")} == {"o"}  # every run and the mean
+    assert list(axis.get_xticks()) == [1]
+    ten = {"0": {"val/loss": [1.0 / e for e in range(1, 11)]}}
+    assert list(curves_figure(ten, band=False).axes[0].get_xticks()) == list(range(1, 11))

@@ -17,21 +17,21 @@ from seedbed.tools.compare import main as compare_main
 from seedbed.tools.verify import main as verify_main
 
 # Every step logged, so that a divergence is located to the exact step.
-TINY = [*SMALL, "trainer.log_every=1"]
+EVERY_STEP = [*SMALL, "trainer.log_every=1"]
 
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory):
     """A run made by train.py, as a user makes one."""
     run_dir = tmp_path_factory.mktemp("recorded") / "run"
-    run_train(run_dir, *TINY, "seed=0")
+    run_train(run_dir, *EVERY_STEP, "seed=0")
     return run_dir
 
 
 @pytest.fixture(scope="module")
 def other_seed(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("other") / "run"
-    run_train(run_dir, *TINY, "seed=1")
+    run_train(run_dir, *EVERY_STEP, "seed=1")
     return run_dir
 
 
@@ -41,9 +41,15 @@ def last_line(text: str) -> str:
 
 @pytest.mark.slow
 def test_verify_on_the_default_config_says_identical(tmp_path, capsys):
-    assert verify_main([*TINY, "--out", str(tmp_path)]) == 0
-    assert last_line(capsys.readouterr().out).startswith("identical")
+    assert verify_main([*EVERY_STEP, "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert last_line(out).startswith("identical")
     first, second = tmp_path / "first", tmp_path / "second"
+    # While the runs train, verify says which one it is on and shows each one's epochs.
+    lines = out.splitlines()
+    assert lines.index(f"run 1 of 2: {first}") < lines.index(f"run 2 of 2: {second}")
+    shown = [line.split("  ")[1] for line in lines if line.startswith("  epoch ")]
+    assert shown == ["epoch 1/2", "epoch 2/2"] * 2
     assert read_metrics(first / "metrics.jsonl") == read_metrics(second / "metrics.jsonl")
 
 
@@ -63,7 +69,7 @@ def test_verify_against_a_recorded_run_reproduces_it_and_compare_calls_the_twins
 def test_verify_names_the_first_diverging_step_and_the_parameters_that_differ(tmp_path, capsys):
     perturb_step = 5  # trainer.perturb_step: a one-step change in the second run only
     code = verify_main(
-        [*TINY, "--vary", f"trainer.perturb_step={perturb_step}", "--out", str(tmp_path)]
+        [*EVERY_STEP, "--vary", f"trainer.perturb_step={perturb_step}", "--out", str(tmp_path)]
     )
     out = capsys.readouterr().out
     assert code == 1

@@ -41,4 +41,4 @@ def compile_model(model: nn.Module, mode: str, device: torch.device) -> nn.Modul
     missing = compiler_missing(device.type)
     if missing is not None:
         raise ConfigError("trainer.compile", True, f"false here: {missing}")
-    return torch.compile(model, mode=mode)
+    return torch.compile(model, mode=mode)  # type: ignore[return-value]  # an OptimizedModule

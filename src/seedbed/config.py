@@ -543,6 +543,9 @@ class MlflowConfig:
     """Experiment name; created when it does not exist."""
     log_artifacts: bool = True
     """Copy the run directory's files (all but checkpoints/) as artifacts at the end."""
+    telemetry: bool = False
+    """MLflow's usage telemetry (it reports to MLflow's servers): off unless set true, so a run
+    contacts no host it was not told to (sets MLFLOW_DISABLE_TELEMETRY for this process)."""
 
 
 @dataclass

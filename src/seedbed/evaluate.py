@@ -3,7 +3,8 @@
 The task, data and model are rebuilt from the run's own resolved config (saved
 in the checkpoint), the weights loaded, and a split (val by default, train, or
 the held-out test split) evaluated in eval mode with the task's metrics. The
-result goes to `eval.json` in the run directory (or `out=`). Evaluation draws
+result goes to `eval.json` in the run directory (or `out=`, a file name taken relative to
+the run directory, so it never lands in the working tree). Evaluation draws
 no random numbers and the file holds no time, so the same checkpoint gives the
 same file, byte for byte.
 """
@@ -32,7 +33,8 @@ from seedbed.train import build_task
 
 SPLITS = ("val", "train", "test")
 USAGE = (
-    "usage: python eval.py ckpt=<checkpoint.pt> [split=val|train|test] [out=<file>] [device=<d>]"
+    "usage: python eval.py ckpt=<checkpoint.pt> [split=val|train|test] "
+    "[out=<file in the run dir>] [device=<d>]"
 )
 
 
@@ -124,7 +126,9 @@ def cli() -> None:
         result = evaluate_checkpoint(
             options["ckpt"], options.get("split", "val"), options.get("device")
         )
-        out = Path(options.get("out") or run_dir_of(options["ckpt"]) / "eval.json")
+        # Relative to the run directory (an absolute path is kept as it is): a file written
+        # into the working directory would sit in the repository and mark later runs dirty.
+        out = run_dir_of(options["ckpt"]) / options.get("out", "eval.json")
         write_eval(result, out)
     except SeedbedError as error:
         print(f"error: {error}", file=sys.stderr)

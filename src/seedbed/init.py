@@ -87,7 +87,7 @@ def init_weights(
             else:
                 raise ValueError(f"unknown init scheme {scheme!r}")
             if layer.bias is not None:
-                layer.bias.zero_()
+                nn.init.zeros_(layer.bias)
 
 
 def _torch_default(model: nn.Module, generator: torch.Generator) -> None:

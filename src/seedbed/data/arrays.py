@@ -152,7 +152,7 @@ def as_tensors(x: np.ndarray, y: np.ndarray) -> tuple[Tensor, Tensor]:
     )
 
 
-def build_augment(cfg: object | None) -> Augment | None:
+def build_augment(cfg: Any) -> Augment | None:
     """The augmentation `cfg` asks for; None (no per-sample transform: the fast path) when it
     is null or all zero."""
     if cfg is None or (float(cfg.noise_std) == 0 and float(cfg.drop_prob) == 0):

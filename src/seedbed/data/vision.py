@@ -95,7 +95,7 @@ def _splits(
     """Val (and, without a test set of its own, test) drawn from `train_set` by the
     fractions; the transforms checked on the first sample, one at a time."""
     v2 = torchvision().transforms.v2
-    targets = torch.as_tensor(train_set.targets)
+    targets = torch.as_tensor(train_set.targets)  # type: ignore[attr-defined]  # torchvision sets
     train_idx, val_idx, test_idx = split_indices(
         len(targets), val_fraction, seed, 0.0 if test_set is not None else test_fraction
     )

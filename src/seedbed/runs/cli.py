@@ -10,6 +10,8 @@ stopped by a signal prints how to resume it and exits with 128 + the signal.
 from __future__ import annotations
 
 import atexit
+import contextlib
+import io
 import logging
 import os
 import shutil
@@ -107,6 +109,48 @@ def multirun_under_torchrun(args: list[str]) -> str | None:
     )
 
 
+# Config groups that only mean something to a sweep: without -m Hydra would do one plain run.
+MULTIRUN_ONLY = ("sweep", "hparams_search")
+
+
+def multirun_only_without_m(args: list[str]) -> str | None:
+    """The message for `sweep=...` or `hparams_search=...` given without -m, else None."""
+    if "-m" in args or "--multirun" in args:
+        return None
+    for arg in args:
+        group, sep, _ = arg.lstrip("+~").partition("=")
+        if sep and group in MULTIRUN_ONLY:
+            return (
+                f"{arg} is not allowed without -m: it configures a sweep of several runs "
+                f"(python train.py -m {arg} ...)"
+            )
+    return None
+
+
+def without_schema_groups(help_text: str) -> str:
+    """Hydra's --help lists every group, the `schema/*` ones seedbed registers to type-check
+    the configs included: a user never chooses those."""
+    lines = help_text.splitlines(keepends=True)
+    return "".join(line for line in lines if not line.startswith(("schema:", "schema/")))
+
+
+def _print_help() -> None:
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            main()
+    finally:
+        sys.stdout.write(without_schema_groups(buffer.getvalue()))
+
+
+def _print_sweep_end_after_a_failure() -> None:
+    """Hydra skips the sweep's end when a job fails: its summary table still ends the sweep."""
+    from seedbed.tools.summarize import print_sweep_end, started_sweeps
+
+    if started_sweeps:
+        print_sweep_end(started_sweeps.pop())
+
+
 def cli() -> None:
     """Run Hydra; an expected error becomes one line on stderr and exit status 2."""
     register_configs()
@@ -120,9 +164,13 @@ def cli() -> None:
         scratch = tempfile.mkdtemp(prefix=f"seedbed-rank{launched_rank()}-")
         atexit.register(shutil.rmtree, scratch, ignore_errors=True)
         sys.argv.append(f"hydra.run.dir={scratch}")
-    if (message := missing_resume_path(sys.argv[1:])) is not None:
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
+    for check in (missing_resume_path, multirun_only_without_m):
+        if (message := check(sys.argv[1:])) is not None:
+            print(f"error: {message}", file=sys.stderr)
+            sys.exit(EXIT_USER_ERROR)
+    if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
+        _print_help()
+        return
     asked = os.environ.get("HYDRA_FULL_ERROR")
     if asked == "1":
         main()  # the user asked for full tracebacks
@@ -135,6 +183,7 @@ def cli() -> None:
         print(str(stopped), file=sys.stderr)
         sys.exit(exit_status(stopped.signum))
     except (SeedbedError, KeyboardInterrupt) as error:
+        _print_sweep_end_after_a_failure()
         print(f"error: {error_line(error)}", file=sys.stderr)
         if isinstance(error, KeyboardInterrupt):
             sys.exit(exit_status(getattr(error, "signum", signal.SIGINT)))

@@ -37,7 +37,7 @@ def set_determinism(mode: str) -> dict[str, Any]:
         # TF32 rounds matmul inputs to 10 mantissa bits: fast, but not the float32 result.
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
-        torch.utils.deterministic.fill_uninitialized_memory = True
+        torch.utils.deterministic.fill_uninitialized_memory = True  # type: ignore[attr-defined]
         if "PYTHONHASHSEED" not in os.environ:
             notes.append(
                 "PYTHONHASHSEED is not set: str/bytes hashing (set order) differs between "
@@ -52,7 +52,7 @@ def set_determinism(mode: str) -> dict[str, Any]:
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
         "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
-        "fill_uninitialized_memory": torch.utils.deterministic.fill_uninitialized_memory,
+        "fill_uninitialized_memory": torch.utils.deterministic.fill_uninitialized_memory,  # type: ignore[attr-defined]
         "CUBLAS_WORKSPACE_CONFIG": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
         "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED"),
         "notes": notes,

@@ -31,6 +31,12 @@ SIGNALS = tuple(
 )
 
 
+def epoch_position(epoch: int, batch: int) -> str:
+    """Where a run stands, in the log's words (epochs counted from 1): the loop's `epoch` is
+    the number of epochs done, `batch` the batches done in the one in progress."""
+    return f"end of epoch {epoch}" if batch == 0 and epoch > 0 else f"epoch {epoch + 1}"
+
+
 def exit_status(signum: int) -> int:
     """The shell's convention: 128 + the signal number (130 for SIGINT, 143 for SIGTERM)."""
     return 128 + signum
@@ -77,13 +83,15 @@ class GracefulStop:
     def name(self) -> str:
         return signal.Signals(self.signum).name if self.signum is not None else ""
 
-    def error(self, checkpoint: Path, step: int, epoch: int, run_dir: Path) -> TrainingInterrupted:
+    def error(
+        self, checkpoint: Path, step: int, epoch: int, batch: int, run_dir: Path
+    ) -> TrainingInterrupted:
         """The error that ends the stopped run: what was saved, and the command that goes on."""
         relative = os.path.relpath(run_dir)
         where = run_dir if relative.startswith("..") else relative
         return TrainingInterrupted(
             self.signum,
-            f"interrupted by {self.name} after step {step} (epoch {epoch}), "
+            f"interrupted by {self.name} after step {step} ({epoch_position(epoch, batch)}), "
             f"checkpoint {checkpoint}\n"
             f"resume with: python {shlex.quote(sys.argv[0])} resume={shlex.quote(str(where))}",
         )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -90,8 +91,11 @@ class MlflowLogger:
         params: Mapping[str, Any],
         tags: Mapping[str, str],
         run_id: str | None = None,
+        telemetry: bool = False,
     ) -> None:
         """`run_id`: the MLflow run of the run being resumed, continued instead of a new one."""
+        if not telemetry:  # read when mlflow is imported: set before
+            os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
         from mlflow.tracking import MlflowClient
 
         self.run_dir = run_dir
@@ -219,6 +223,7 @@ def build_loggers(
                 artifact_location=settings.artifact_location,
                 experiment=settings.experiment,
                 log_artifacts=settings.log_artifacts,
+                telemetry=settings.telemetry,
                 params=flatten(OmegaConf.to_container(cfg, resolve=True)),
                 tags=tags,
                 run_id=((resumed or {}).get("record") or {}).get("mlflow", {}).get("run_id"),

@@ -29,6 +29,7 @@ from seedbed.runs.checkpoint import (
     step_files,
 )
 from seedbed.runs.errors import ConfigError, SeedbedError
+from seedbed.runs.interrupts import epoch_position
 from seedbed.runs.record import METRICS_FILE
 
 log = logging.getLogger(__name__)
@@ -189,8 +190,8 @@ def check_epochs(epochs: int, loop: dict[str, Any]) -> None:
         raise ConfigError(
             "trainer.epochs",
             epochs,
-            f"an int >= {needed} on resume: the checkpoint is at epoch {loop['epoch']}, "
-            f"batch {loop['batch']}",
+            f"an int >= {needed} on resume: the checkpoint is from step {loop['step']} "
+            f"({epoch_position(loop['epoch'], loop['batch'])})",
         )
 
 

@@ -24,7 +24,7 @@ import time
 import traceback
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -48,7 +48,12 @@ from seedbed.runs.distributed import (
 )
 from seedbed.runs.environment import ENVIRONMENT_FILE, read_environment, write_environment
 from seedbed.runs.errors import SeedbedError, error_line, user_error
-from seedbed.runs.interrupts import GracefulStop, TrainingInterrupted, signal_hook_for_tests
+from seedbed.runs.interrupts import (
+    GracefulStop,
+    TrainingInterrupted,
+    epoch_position,
+    signal_hook_for_tests,
+)
 from seedbed.runs.launchers import oversubscription, parallel_jobs, with_threads_resolved
 from seedbed.runs.loggers import (
     AllLoggers,
@@ -192,7 +197,7 @@ class RunSession:
         be resumed. `parts["model"]` is what the final fingerprint is taken of.
         `batches_per_epoch` tells the epoch's last batch (whose checkpoint comes after the
         epoch's validation)."""
-        saved_config = OmegaConf.to_container(self.cfg, resolve=True)
+        saved_config = cast(dict[str, Any], OmegaConf.to_container(self.cfg, resolve=True))
         saved_config.pop("resume", None)  # where a run came from is not part of what it is
         distributed = self.cfg.trainer.distributed
 
@@ -227,17 +232,13 @@ class RunSession:
             )
             restore_rng_states(rng)  # last: nothing may draw between here and step 1
             loop = saved["loop"]
-            log.info(
-                "resumed from %s in epoch %d at step %d",
-                self.plan.path,
-                loop["epoch"] + 1,
-                loop["step"],
-            )
+            where = epoch_position(loop["epoch"], loop["batch"])
+            log.info("resumed from %s at step %d (%s)", self.plan.path, loop["step"], where)
         _perturb_after_step(parts.get("optimizer"), parts["model"], self.cfg.trainer.perturb_step)
         self._stop.__enter__()
         if self.plan is None:
             self.checkpoints.save(parts["loop"])
-        log.info("run dir %s  seed %d  device %s", self.run_dir, self.cfg.seed, self.device)
+        log.info("run dir %s  %s  device %s", self.run_dir, seed_line(self.cfg), self.device)
         self._fit_started = time.perf_counter()
 
     def after_step(self, state: Any) -> None:
@@ -257,7 +258,7 @@ class RunSession:
             self._stop.signum = agree_on_signal(self._stop.signum, self.device)
         if self._stop.signum is not None:
             saved = self.checkpoints.save(state)
-            raise self._stop.error(saved, state.step, state.epoch, self.run_dir)
+            raise self._stop.error(saved, state.step, state.epoch, state.batch, self.run_dir)
 
     # -- closing -----------------------------------------------------------------------------
 
@@ -267,7 +268,7 @@ class RunSession:
         self.checkpoints.save(self._parts["loop"])
         self._stop.__exit__(None, None, None)
         fingerprint = weights_sha256(self._parts["model"].state_dict())
-        stopping = self._parts.get("early_stopping")
+        stopping: Any = self._parts.get("early_stopping")  # EarlyStopping or None
         summary = stopping.summary() if stopping is not None else None
         self.record.finish(
             "completed",
@@ -303,6 +304,15 @@ class RunSession:
                 self.metrics.close()
                 self.metrics = None
             teardown_distributed()
+
+
+def seed_line(cfg: DictConfig) -> str:
+    """`seed 0`, naming every pinned stream too: with `seeds.init=7` the weights do not come
+    from `seed` alone, and the console's first line should not suggest they do."""
+    pinned = {name: value for name, value in cfg.seeds.items() if value is not None}
+    if not pinned:
+        return f"seed {cfg.seed}"
+    return f"seed {cfg.seed} (pinned: {', '.join(f'seeds.{k}={v}' for k, v in pinned.items())})"
 
 
 def _perturb_after_step(optimizer: Any, model: nn.Module, step: int | None) -> None:

@@ -1,11 +1,12 @@
 """The summary of a sweep: `python -m seedbed.tools.summarize multirun/<sweep>`.
 
 Reads every job directory of a sweep (`run.json`, `metrics.jsonl`) and writes,
-beside them, `summary.json` and `summary.md` (per final metric: n, mean, std,
-min, max and a 95% confidence interval by Student's t; the seeds; every failed
-job with its error) and `curves.png` (validation metrics per epoch: each run a
-thin line, mean ± std as a band; needs the `plot` extra). The summary is
-recomputed from the run directories alone, so it can be rebuilt at any time.
+beside them, `summary.json` and `summary.md` (runs grouped by their parameters,
+best group first; per group and final metric: n, mean, std, min, max and a 95%
+confidence interval by Student's t over its seeds; every failed job with its
+error) and `curves.png` (`seedbed.tools.curves`). The summary is recomputed from
+the run directories alone, so it can be rebuilt at any time; the same table is
+printed at the end of a sweep and by this command.
 
 `SweepSummary` is the Hydra callback that does the same after every job of a
 multirun: Hydra skips `on_multirun_end` when a job fails, so a summary written
@@ -19,7 +20,6 @@ import fcntl
 import json
 import logging
 import math
-import statistics
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -35,74 +35,14 @@ from omegaconf import DictConfig
 
 from seedbed.runs.errors import EXIT_USER_ERROR
 from seedbed.runs.files import atomic_write
-from seedbed.runs.record import CONFIG_FILE, METRICS_FILE, RUN_FILE, read_metrics
+from seedbed.runs.record import CONFIG_FILE, RUN_FILE
+from seedbed.tools.curves import CURVES_PNG, plot_curves
+from seedbed.tools.stats import describe, t_quantile  # noqa: F401 (tests import t_quantile)
 
 log = logging.getLogger(__name__)
 
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
-CURVES_PNG = "curves.png"
-CONFIDENCE = 0.95
-
-
-def _t_two_sided_mass(t: float, df: int) -> float:
-    """P(|T| < t) for Student's t with `df` degrees of freedom (Abramowitz & Stegun 26.7.3-4)."""
-    theta = math.atan(t / math.sqrt(df))
-    cos2 = math.cos(theta) ** 2
-    if df % 2 == 1:
-        term, total = 1.0, 1.0 if df > 1 else 0.0
-        for k in range(1, (df - 1) // 2):
-            term *= cos2 * (2 * k) / (2 * k + 1)
-            total += term
-        mass = theta + (math.sin(theta) * math.cos(theta) * total if df > 1 else 0.0)
-        return 2.0 / math.pi * mass
-    term, total = 1.0, 1.0
-    for k in range(1, df // 2):
-        term *= cos2 * (2 * k - 1) / (2 * k)
-        total += term
-    return math.sin(theta) * total
-
-
-def t_quantile(p: float, df: int) -> float:
-    """The `p` quantile (p > 0.5) of Student's t with `df` degrees of freedom, by bisection.
-
-    Exact to ~1e-12 from the closed-form distribution function, so that a summary
-    needs no scipy; tested against scipy and published tables.
-    """
-    if not 0.5 < p < 1 or df < 1:
-        raise ValueError(f"t_quantile needs 0.5 < p < 1 and df >= 1, got p={p}, df={df}")
-    mass = 2 * p - 1  # P(|T| < t) for the two-sided interval
-    low, high = 0.0, 1.0
-    while _t_two_sided_mass(high, df) < mass:
-        high *= 2
-    for _ in range(200):
-        mid = (low + high) / 2
-        if _t_two_sided_mass(mid, df) < mass:
-            low = mid
-        else:
-            high = mid
-        if high - low < 1e-13 * high:
-            break
-    return (low + high) / 2
-
-
-def describe(values: Sequence[float]) -> dict[str, Any]:
-    """n, mean, sample std, min, max and the 95% t interval of the mean (None where n < 2)."""
-    n = len(values)
-    mean = statistics.fmean(values) if n else None
-    std = statistics.stdev(values) if n > 1 else None
-    ci = None
-    if std is not None:
-        half = t_quantile(0.5 + CONFIDENCE / 2, n - 1) * std / math.sqrt(n)
-        ci = [mean - half, mean + half]
-    return {
-        "n": n,
-        "mean": mean,
-        "std": std,
-        "min": min(values) if n else None,
-        "max": max(values) if n else None,
-        "ci95": ci,
-    }
 
 
 def _job_dirs(sweep_dir: Path) -> list[Path]:
@@ -139,16 +79,47 @@ def _read_job(job_dir: Path) -> dict[str, Any]:
     }
 
 
-def _curves(job_dir: Path) -> dict[str, list[float]]:
-    """Each validation metric (whatever the task reports: `val/...`) per epoch."""
-    rows = [r for r in read_metrics(job_dir / METRICS_FILE) if r.get("kind") == "val"]
-    rows.sort(key=lambda r: r["epoch"])
-    names = dict.fromkeys(k for r in rows for k in r if k.startswith("val/"))
-    return {name: [r[name] for r in rows if name in r] for name in names}
+def _parameters(overrides: list[str]) -> tuple[str, ...]:
+    """What a job was configured with apart from its seed: the key of its group."""
+    return tuple(sorted(o for o in overrides if not o.lstrip("+~").startswith("seed=")))
+
+
+def _group(params: tuple[str, ...], jobs: list[dict[str, Any]], names: list[str]) -> dict:
+    seeds = [j["seed"] for j in jobs]
+    # A confidence interval says how the mean varies with the seed: only over distinct seeds
+    # of one configuration (repeats of one seed are the same run again, bit for bit).
+    distinct = len(set(seeds)) == len(seeds)
+    metrics = {}
+    for name in names:
+        values = [float(j["final_metrics"][name]) for j in jobs if name in j["final_metrics"]]
+        if values:
+            metrics[name] = describe(values) if distinct else {**describe(values), "ci95": None}
+    return {
+        "params": list(params),
+        "runs": [j["run_dir"] for j in jobs],
+        "seeds": seeds,
+        "metrics": metrics,
+    }
+
+
+def _best_first(groups: list[dict], monitor: dict | None) -> list[dict]:
+    if monitor is None:
+        return groups
+    sign = -1.0 if monitor["mode"] == "max" else 1.0
+
+    def key(group: dict) -> float:
+        stats = group["metrics"].get(monitor["metric"])
+        return math.inf if stats is None else sign * stats["mean"]
+
+    return sorted(groups, key=key)
 
 
 def build_summary(sweep_dir: Path) -> dict[str, Any]:
-    """Everything summary.json holds, recomputed from the sweep's run directories."""
+    """Everything summary.json holds, recomputed from the sweep's run directories.
+
+    Completed runs are grouped by their parameters (their overrides but `seed`), best group
+    first by the monitored metric's mean: statistics over seeds of one configuration, never
+    across different ones. `metrics` is the best group's (the only one in a seed sweep)."""
     jobs = [_read_job(d) for d in _job_dirs(sweep_dir)]
     completed = [j for j in jobs if j["status"] == "completed"]
     monitor = next((j["monitor"] for j in completed if j.get("monitor")), None)
@@ -157,19 +128,22 @@ def build_summary(sweep_dir: Path) -> dict[str, Any]:
     )
     if monitor is not None and monitor["metric"] in names:  # the headline comes first
         names.insert(0, names.pop(names.index(monitor["metric"])))
-    metrics = {
-        name: describe(
-            [float(j["final_metrics"][name]) for j in completed if name in j["final_metrics"]]
-        )
-        for name in names
-    }
+    by_params: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for job in completed:
+        by_params.setdefault(_parameters(job["overrides"]), []).append(job)
+    groups = _best_first([_group(p, js, names) for p, js in by_params.items()], monitor)
+    # Shown per group: what differs between groups (a setting all runs share says nothing).
+    shared = set.intersection(*(set(g["params"]) for g in groups)) if groups else set()
+    for group in groups:
+        group["differs"] = [p for p in group["params"] if p not in shared]
     return {
         "sweep_dir": str(sweep_dir),
         "jobs": len(jobs),
         "completed": len(completed),
         "seeds": [j["seed"] for j in completed],
         "monitor": monitor,
-        "metrics": metrics,
+        "metrics": groups[0]["metrics"] if groups else {},
+        "groups": groups,
         "failed": [
             {"run_dir": j["run_dir"], "seed": j.get("seed"), "error": j["error"]}
             for j in jobs
@@ -184,7 +158,41 @@ def _fmt(value: Any) -> str:
     return "–" if value is None else f"{value:.6g}"
 
 
+def _ci(stats: dict[str, Any]) -> str:
+    return f"[{_fmt(stats['ci95'][0])}, {_fmt(stats['ci95'][1])}]" if stats["ci95"] else "–"
+
+
+def _group_title(summary: dict[str, Any], index: int, group: dict[str, Any]) -> str:
+    best = " (best)" if index == 0 and len(summary["groups"]) > 1 and summary["monitor"] else ""
+    seeds = ", ".join(str(s) for s in group["seeds"])
+    if len(summary["groups"]) == 1:
+        return f"all runs: seeds {seeds}"
+    return f"group {index + 1}{best}: {' '.join(group['differs'])}; seeds {seeds}"
+
+
+def summary_table(summary: dict[str, Any]) -> str:
+    """What a person reads at the end of a sweep: per group, metric, n, mean ± std and the 95%
+    interval; then the failed jobs."""
+    monitor = summary.get("monitor")
+    lines = [
+        f"sweep {summary['sweep_dir']}: {summary['completed']} of {summary['jobs']} jobs "
+        f"completed" + (f"; monitored {monitor['metric']} ({monitor['mode']})" if monitor else "")
+    ]
+    for index, group in enumerate(summary["groups"]):
+        lines += ["", _group_title(summary, index, group)]
+        width = max(len("metric"), *(len(name) for name in group["metrics"]))
+        lines.append(f"  {'metric':<{width}}  {'n':>3}  {'mean ± std':<25}  95% CI (Student's t)")
+        for name, s in group["metrics"].items():
+            spread = f"{_fmt(s['mean'])} ± {_fmt(s['std'])}"
+            lines.append(f"  {name:<{width}}  {s['n']:>3}  {spread:<25}  {_ci(s)}")
+    if summary["failed"]:
+        lines += ["", f"failed jobs ({len(summary['failed'])}):"]
+        lines += [f"  {f['run_dir']} (seed {f['seed']}): {f['error']}" for f in summary["failed"]]
+    return "\n".join(lines)
+
+
 def summary_markdown(summary: dict[str, Any]) -> str:
+    monitor = summary.get("monitor")
     lines = [
         f"# Sweep summary: {summary['sweep_dir']}",
         "",
@@ -192,19 +200,26 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         f"seeds: {', '.join(str(s) for s in summary['seeds']) or 'none'}.",
         "",
         *(
-            [f"Monitored metric: {m['metric']} ({m['mode']}), first below.", ""]
-            if (m := summary.get("monitor"))
+            [f"Monitored metric: {monitor['metric']} ({monitor['mode']}), first below.", ""]
+            if monitor
             else []
         ),
-        "| metric | n | mean | std | min | max | 95% CI (Student's t) |",
-        "|---|---|---|---|---|---|---|",
+        "Runs are grouped by their parameters (their overrides but `seed`), best group first;",
+        "the confidence interval is over the seeds of one group.",
     ]
-    for name, s in summary["metrics"].items():
-        ci = f"[{_fmt(s['ci95'][0])}, {_fmt(s['ci95'][1])}]" if s["ci95"] else "–"
-        lines.append(
-            f"| {name} | {s['n']} | {_fmt(s['mean'])} | {_fmt(s['std'])} | {_fmt(s['min'])} "
-            f"| {_fmt(s['max'])} | {ci} |"
-        )
+    for index, group in enumerate(summary["groups"]):
+        lines += [
+            "",
+            f"## {_group_title(summary, index, group)}",
+            "",
+            "| metric | n | mean | std | min | max | 95% CI (Student's t) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, s in group["metrics"].items():
+            lines.append(
+                f"| {name} | {s['n']} | {_fmt(s['mean'])} | {_fmt(s['std'])} | {_fmt(s['min'])} "
+                f"| {_fmt(s['max'])} | {_ci(s)} |"
+            )
     lines += ["", "## Runs", "", "| run dir | seed | status | overrides |", "|---|---|---|---|"]
     for run in summary["runs"]:
         overrides = " ".join(run["overrides"])
@@ -214,52 +229,6 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         lines += [f"- `{f['run_dir']}` (seed {f['seed']}): {f['error']}" for f in summary["failed"]]
     lines += ["", f"Curves: {summary['plot']}", ""]
     return "\n".join(lines)
-
-
-def plot_curves(sweep_dir: Path, run_dirs: list[str], path: Path) -> str:
-    """Write curves.png; return what happened, for the summary (the plot is optional)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")  # no display needed: sweeps run on servers
-        import matplotlib.pyplot as plt
-        from matplotlib.ticker import MaxNLocator
-    except ImportError:
-        return "skipped: matplotlib is not installed (pip install 'seedbed[plot]')"
-    if not run_dirs:
-        return "skipped: no completed run"
-    curves = [_curves(sweep_dir / name) for name in run_dirs]
-    names = list(dict.fromkeys(name for c in curves for name in c))
-    if not names:
-        return "skipped: no validation records"
-    figure, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.5), squeeze=False)
-    axes = axes[0]
-    for axis, metric in zip(axes, names):
-        series = [c[metric] for c in curves if c.get(metric)]
-        for name, values in zip(run_dirs, series):
-            axis.plot(range(1, len(values) + 1), values, linewidth=0.7, alpha=0.6, label=name)
-        length = min((len(s) for s in series), default=0)
-        if len(series) > 1 and length:
-            epochs = range(1, length + 1)
-            means = [statistics.fmean(s[e - 1] for s in series) for e in epochs]
-            stds = [statistics.stdev([s[e - 1] for s in series]) for e in epochs]
-            axis.plot(epochs, means, color="black", linewidth=2, label="mean")
-            axis.fill_between(
-                epochs,
-                [m - s for m, s in zip(means, stds)],
-                [m + s for m, s in zip(means, stds)],
-                color="gray",
-                alpha=0.3,
-                label="mean ± std",
-            )
-        axis.set_xlabel("epoch")
-        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axis.set_ylabel(metric)
-    axes[0].legend(fontsize="small")
-    figure.tight_layout()
-    atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=100))
-    plt.close(figure)
-    return CURVES_PNG
 
 
 @contextmanager
@@ -289,7 +258,9 @@ def write_summary(sweep_dir: str | Path, plot_only_after_a_failure: bool = False
         if plot_only_after_a_failure and not summary["failed"]:
             summary["plot"] = PLOT_AT_END
         else:
-            summary["plot"] = plot_curves(sweep_dir, completed, sweep_dir / CURVES_PNG)
+            # A band of mean ± std only over seeds of one configuration.
+            band = len(summary["groups"]) == 1
+            summary["plot"] = plot_curves(sweep_dir, completed, sweep_dir / CURVES_PNG, band)
         text = json.dumps(summary, indent=2) + "\n"
         atomic_write(sweep_dir / SUMMARY_JSON, lambda file: file.write(text.encode()))
         markdown = summary_markdown(summary)
@@ -305,18 +276,39 @@ class SweepSummary(Callback):
             # After a failure Hydra skips on_multirun_end: then every job end draws the curves.
             _summarise_quietly(Path(config.hydra.sweep.dir), plot_only_after_a_failure=True)
 
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Remembered in the launching process: if a job fails, Hydra skips on_multirun_end and
+        # the command line prints the summary instead (`print_sweep_end`).
+        started_sweeps.append(Path(config.hydra.sweep.dir))
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         if sweep_dir.is_dir():
-            _summarise_quietly(sweep_dir)
+            print_sweep_end(sweep_dir, _summarise_quietly(sweep_dir))
 
 
-def _summarise_quietly(sweep_dir: Path, plot_only_after_a_failure: bool = False) -> None:
+# The sweeps started in this process (by the SweepSummary callback), newest last.
+started_sweeps: list[Path] = []
+
+
+def print_sweep_end(sweep_dir: Path, summary: dict[str, Any] | None = None) -> None:
+    """The end of a sweep on the console: its directory, the summary table, where it is kept."""
+    if summary is None:
+        summary = _summarise_quietly(sweep_dir)
+    if summary is None:
+        return
+    print(f"\n{summary_table(summary)}\n\nsummary: {sweep_dir / SUMMARY_MD}", flush=True)
+
+
+def _summarise_quietly(
+    sweep_dir: Path, plot_only_after_a_failure: bool = False
+) -> dict[str, Any] | None:
     # A summary that cannot be written must not turn a finished training job into a failure.
     try:
-        write_summary(sweep_dir, plot_only_after_a_failure)
+        return write_summary(sweep_dir, plot_only_after_a_failure)
     except Exception as error:
         log.warning("could not write the sweep summary of %s: %s", sweep_dir, error)
+        return None
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -330,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         sys.exit(EXIT_USER_ERROR)
     summary = write_summary(args[0])
-    print(f"{summary['completed']}/{summary['jobs']} jobs completed; wrote {args[0]}/{SUMMARY_MD}")
+    print(f"{summary_table(summary)}\n\nwrote {Path(args[0]) / SUMMARY_JSON}, {SUMMARY_MD}")
 
 
 if __name__ == "__main__":

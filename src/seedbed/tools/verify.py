@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -50,22 +51,36 @@ def train_command(run_dir: Path, overrides: list[str], flags: list[str]) -> list
     return [sys.executable, *entry, *flags, f"hydra.run.dir={run_dir}", *overrides]
 
 
+# The child's lines shown while it trains: one per epoch, as train.py prints them.
+EPOCH_LINE = re.compile(r"^epoch \d+/\d+ ")
+
+
 def run_training(
-    run_dir: Path, overrides: list[str], flags: list[str] | None = None, cwd: Path | None = None
+    run_dir: Path,
+    overrides: list[str],
+    flags: list[str] | None = None,
+    cwd: Path | None = None,
+    label: str = "run",
 ) -> None:
-    """One training run in a fresh process (in `cwd`, default this one); a failure becomes its
-    one-line error."""
-    print(f"run: {run_dir}", flush=True)
-    result = subprocess.run(
+    """One training run in a fresh process (in `cwd`, default this one), its epochs shown as
+    they end; a failure becomes its one-line error."""
+    print(f"{label}: {run_dir}", flush=True)
+    with subprocess.Popen(
         train_command(run_dir, overrides, flags or []),
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,  # one pipe: the error line comes last, after the epochs
         text=True,
         env=dict(os.environ),
         cwd=cwd,
-    )
-    if result.returncode != 0:
-        lines = [line for line in result.stderr.splitlines() if line.strip()]
-        last = lines[-1] if lines else f"exit status {result.returncode}"
+    ) as child:
+        lines = []
+        for line in child.stdout:
+            lines.append(line.rstrip())
+            if EPOCH_LINE.match(line):
+                print(f"  {line.rstrip()}", flush=True)
+    if child.returncode != 0:
+        lines = [line for line in lines if line.strip()]
+        last = lines[-1] if lines else f"exit status {child.returncode}"
         raise SeedbedError(f"the run in {run_dir} failed: {last.removeprefix('error: ')}")
 
 
@@ -123,11 +138,13 @@ def verify(
         recorded, out = recorded.resolve(), out.resolve()
         rerun = out / "rerun"
         flags = rerun_config(recorded, out / "config")
-        run_training(rerun, vary or [], flags=flags, cwd=recorded_cwd(recorded))
+        run_training(
+            rerun, vary or [], flags=flags, cwd=recorded_cwd(recorded), label=f"rerun of {recorded}"
+        )
         return compare_runs(recorded, rerun)
     first, second = out / "first", out / "second"
-    run_training(first, overrides)
-    run_training(second, [*overrides, *(vary or [])])
+    run_training(first, overrides, label="run 1 of 2")
+    run_training(second, [*overrides, *(vary or [])], label="run 2 of 2")
     return compare_runs(first, second)
 
 
