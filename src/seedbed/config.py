@@ -604,6 +604,10 @@ class TrainConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     resume: ResumeConfig = field(default_factory=ResumeConfig)
+    allow_targets: list[str] = field(default_factory=list)
+    """Module prefixes (e.g. `mypkg.models`) trusted as `_target_` in configs read from files
+    (a checkpoint's, a run's config.yaml), beyond seedbed's own, torch.nn, torch.optim and
+    torchvision's: read from this command's config, never from the file."""
 
 
 # Groups whose options have different fields; the others are typed in TrainConfig directly.

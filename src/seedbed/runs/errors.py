@@ -27,6 +27,10 @@ class ConfigError(SeedbedError):
         self.key, self.value, self.allowed = key, value, allowed
         super().__init__(f"{key}={value!r} is not allowed: {allowed}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A parallel sweep's job returns its error pickled: rebuild it from what it was made of.
+        return type(self), (self.key, self.value, self.allowed)
+
 
 def _one_line(text: str) -> str:
     """Hydra's multi-line messages as one line: `...; Available options in 'init': a, b, c`."""

@@ -7,6 +7,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from seedbed.runs.errors import SeedbedError
+
 
 def atomic_write(path: str | os.PathLike, write: Any) -> None:
     """Call `write(file)` on a temporary file beside `path`, then rename it over `path`."""
@@ -39,3 +41,49 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# What a run writes in its directory: none of these may be a symbolic link, or a received
+# run directory could make a resume truncate or overwrite a file anywhere.
+WRITTEN_IN_RUN_DIR = (
+    "run.json",
+    "config.yaml",
+    "metrics.jsonl",
+    "train.log",
+    "environment.json",
+    "requirements.txt",
+    "code.patch",
+    "eval.json",
+    ".lock",
+    "checkpoints",
+    "checkpoints/discarded",
+)
+
+
+def refuse_links(run_dir: str | os.PathLike) -> None:
+    """Raise if anything a run writes in `run_dir` is a symbolic link (named in the error)."""
+    for name in WRITTEN_IN_RUN_DIR:
+        path = Path(run_dir) / name
+        if path.is_symlink():
+            raise SeedbedError(
+                f"{path} is a symbolic link (to {os.readlink(path)}): a run directory's files "
+                "are written in place, never through a link; remove it to continue"
+            )
+
+
+def open_nofollow(path: str | os.PathLike, flags: int) -> int:
+    """`os.open` that refuses a symbolic link at `path` (ELOOP) instead of following it."""
+    return os.open(path, flags | os.O_NOFOLLOW, 0o666)
+
+
+def remove_temporary_files(directory: str | os.PathLike) -> list[str]:
+    """Remove what a killed `atomic_write` left in `directory` (`.<name>.<random>.tmp`)."""
+    directory = Path(directory)
+    if not directory.is_dir() or directory.is_symlink():
+        return []
+    removed = []
+    for path in directory.glob(".*.tmp"):
+        if path.is_file() or path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+    return removed

@@ -12,6 +12,7 @@ checkpoints of a later, abandoned continuation.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -30,7 +31,8 @@ from seedbed.runs.checkpoint import (
 )
 from seedbed.runs.errors import ConfigError, SeedbedError
 from seedbed.runs.interrupts import epoch_position
-from seedbed.runs.record import METRICS_FILE
+from seedbed.runs.record import METRICS_FILE, RUN_FILE
+from seedbed.runs.targets import check_targets
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,7 @@ CHECKPOINT_DIR = "checkpoints"
 SAFE_ON_RESUME = (
     "trainer.epochs",
     "trainer.log_every",
+    "allow_targets",
     "checkpoint.",
     "logger.",
     "loader.num_workers",
@@ -66,6 +69,15 @@ def checkpoint_candidates(run_dir: Path) -> list[Path]:
     return found + [p for p in step_files(directory) if p.resolve() != last.resolve()]
 
 
+def restartable(run_dir: Path) -> bool:
+    """A run that was stopped before its step-0 checkpoint: nothing to resume, start again."""
+    try:
+        status = json.loads((run_dir / RUN_FILE).read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return status != "completed" and not checkpoint_candidates(run_dir)
+
+
 def find_checkpoint(resume_path: str) -> tuple[Path, dict[str, Any], list[str]]:
     """(file, its contents, the messages of the bad ones skipped) for `resume.path`."""
     path = Path(resume_path)
@@ -86,7 +98,14 @@ def find_checkpoint(resume_path: str) -> tuple[Path, dict[str, Any], list[str]]:
         if skipped:
             log.warning("resuming from %s, the newest good checkpoint", candidate)
         return candidate, checkpoint, skipped
-    reason = "; ".join(skipped) if skipped else "it holds no checkpoint"
+    reason = (
+        "; ".join(skipped)
+        if skipped
+        else (
+            "it holds no checkpoint: a run stopped before its first one is started again in place "
+            f"by its own command with hydra.run.dir={path}"
+        )
+    )
     raise SeedbedError(f"resume.path={resume_path!r}: no usable checkpoint ({reason})")
 
 
@@ -274,6 +293,11 @@ def plan_resume(
     which reads the checkpoint but leaves the run directory to rank 0.
     """
     path, checkpoint, skipped = find_checkpoint(cfg.resume.path)
+    saved = checkpoint.get("config")
+    if not isinstance(saved, dict) or not isinstance(checkpoint.get("loop"), dict):
+        raise CheckpointError(f"checkpoint {path} holds no run config or loop position")
+    # Before anything is built from it: the checkpoint may come from someone else.
+    check_targets(saved, f"checkpoint {path}", cfg.get("allow_targets") or ())
     if run_dir is not None and run_dir_of(path).resolve() != run_dir.resolve():
         raise ConfigError(
             "resume.path",
