@@ -24,6 +24,7 @@ from seedbed.init import FAN_MODES, SCHEMES
 from seedbed.precision import PRECISIONS
 from seedbed.runs.determinism import MODES as DETERMINISM_MODES
 from seedbed.runs.errors import ConfigError
+from seedbed.validation import check_components, check_finite, check_group_keys
 
 SEED_MAX = 2**32 - 1
 # The packaged configs: `configs/` at the top of a checkout points here.
@@ -732,6 +733,9 @@ def validate(cfg: DictConfig) -> None:
     known = {f.name for f in fields(TrainConfig)}
     for key in cfg:
         _check(key in known, str(key), cfg[key], f"a key of the schema: {', '.join(sorted(known))}")
+    check_group_keys(cfg, TrainConfig, GROUP_SCHEMAS)  # keys added with + or ++ included
+    check_finite(cfg)
+    check_components(cfg)
     _check_seed("seed", cfg.seed)
     for stream, value in cfg.seeds.items():
         if value is not None:

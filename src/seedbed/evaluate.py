@@ -12,7 +12,6 @@ same file, byte for byte.
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from seedbed.runs.determinism import set_determinism
 from seedbed.runs.device import resolve_device
 from seedbed.runs.errors import EXIT_USER_ERROR, ConfigError, SeedbedError, error_line
 from seedbed.runs.files import atomic_write
-from seedbed.runs.record import RUN_FILE, weights_sha256
+from seedbed.runs.record import RUN_FILE, to_json, weights_sha256
 from seedbed.runs.resume import run_dir_of
 from seedbed.runs.targets import check_targets
 from seedbed.train import build_task
@@ -128,7 +127,7 @@ def parse_args(args: list[str]) -> dict[str, str]:
 
 
 def write_eval(result: dict[str, Any], out: Path) -> None:
-    text = json.dumps(result, indent=2, sort_keys=True) + "\n"
+    text = to_json(result, indent=2, sort_keys=True) + "\n"
     atomic_write(out, lambda file: file.write(text.encode()))
 
 

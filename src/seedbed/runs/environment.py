@@ -29,6 +29,8 @@ from typing import Any
 
 import torch
 
+from seedbed.runs.record import read_json
+
 ENVIRONMENT_FILE = "environment.json"
 REQUIREMENTS_FILE = "requirements.txt"
 PATCH_FILE = "code.patch"
@@ -322,7 +324,7 @@ def write_environment(run_dir: str | Path, code_dir: Path | None = None) -> dict
 
 def read_environment(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / ENVIRONMENT_FILE
-    return json.loads(path.read_text()) if path.exists() else {}
+    return read_json(path) if path.exists() else {}
 
 
 if __name__ == "__main__":  # `python -m seedbed.runs.environment`: what a run here would record

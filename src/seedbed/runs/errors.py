@@ -61,6 +61,12 @@ def error_line(error: BaseException) -> str:
     if (mine := user_error(error)) is not None:
         return str(mine)
     cause = error.__cause__ if isinstance(error, HydraException) else None
+    if isinstance(cause, (ValueError, TypeError)):  # a component refused its arguments
+        text = str(error)
+        key = text.rsplit("full_key: ", 1)[1].strip() if "full_key: " in text else "config"
+        target = text.split("'")[1] if text.count("'") >= 2 else "its target"
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        return f"{key}: {target} refuses its arguments: {first}"
     if isinstance(cause, OmegaConfBaseException):
         error = cause
     if isinstance(error, OmegaConfBaseException):

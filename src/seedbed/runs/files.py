@@ -13,8 +13,11 @@ from seedbed.runs.errors import SeedbedError
 def atomic_write(path: str | os.PathLike, write: Any) -> None:
     """Call `write(file)` on a temporary file beside `path`, then rename it over `path`."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as error:
+        raise SeedbedError(f"{target} cannot be written: {error.strerror}") from error
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
         with os.fdopen(fd, "wb") as file:
@@ -22,8 +25,10 @@ def atomic_write(path: str | os.PathLike, write: Any) -> None:
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as error:
+        Path(tmp).unlink(missing_ok=True)  # the old file is untouched: the rename never came
+        if isinstance(error, OSError):  # a full disk, a read-only directory: name the file
+            raise SeedbedError(f"{target} cannot be written: {error.strerror}") from error
         raise
     fsync_dir(target.parent)
 

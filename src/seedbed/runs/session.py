@@ -28,6 +28,7 @@ from typing import Any, cast
 
 import torch
 import torch.distributed as dist
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import nn
@@ -335,6 +336,10 @@ class RunSession:
                 )
                 if (mine := user_error(error)) is not None and mine is not error:
                     raise mine from error  # e.g. a ConfigError raised inside instantiate
+                if isinstance(error, InstantiationException) and isinstance(
+                    error.__cause__, (ValueError, TypeError)
+                ):
+                    raise SeedbedError(message) from error  # a component refused its arguments
                 if isinstance(error, OmegaConfBaseException):
                     raise SeedbedError(message) from error  # a config value we could not read
         finally:
