@@ -113,3 +113,19 @@ def check_components(cfg: DictConfig) -> None:
             _at_least(data, "data", key, 1)
         for key in ("class_sep", "noise"):
             _at_least(data, "data", key, 0.0)
+        _check_samples(data)
+
+
+def _check_samples(data: DictConfig) -> None:
+    """Enough samples for a validation split, a test split and at least one to train on."""
+    n, val, test = data.get("n_samples"), data.get("val_fraction"), data.get("test_fraction")
+    if not isinstance(n, int) or not isinstance(val, float | int) or val <= 0:
+        return
+    held_out = max(1, round(n * val)) + (max(1, round(n * test)) if test else 0)
+    if n - held_out < 1:
+        raise ConfigError(
+            "data.n_samples",
+            n,
+            f"an int above the {held_out} held out for validation and test (val_fraction "
+            f"{val:g}, test_fraction {test or 0:g}): training needs samples",
+        )

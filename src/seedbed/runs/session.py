@@ -48,7 +48,7 @@ from seedbed.runs.distributed import (
     teardown_distributed,
 )
 from seedbed.runs.environment import ENVIRONMENT_FILE, read_environment, write_environment
-from seedbed.runs.errors import SeedbedError, error_line, user_error
+from seedbed.runs.errors import SeedbedError, error_line, refused_arguments, user_error
 from seedbed.runs.files import refuse_links, remove_temporary_files
 from seedbed.runs.interrupts import (
     GracefulStop,
@@ -336,9 +336,7 @@ class RunSession:
                 )
                 if (mine := user_error(error)) is not None and mine is not error:
                     raise mine from error  # e.g. a ConfigError raised inside instantiate
-                if isinstance(error, InstantiationException) and isinstance(
-                    error.__cause__, (ValueError, TypeError)
-                ):
+                if isinstance(error, InstantiationException) and refused_arguments(error.__cause__):
                     raise SeedbedError(message) from error  # a component refused its arguments
                 if isinstance(error, OmegaConfBaseException):
                     raise SeedbedError(message) from error  # a config value we could not read
