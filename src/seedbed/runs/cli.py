@@ -223,24 +223,18 @@ def cli() -> None:
         scratch = tempfile.mkdtemp(prefix=f"seedbed-rank{launched_rank()}-")
         atexit.register(shutil.rmtree, scratch, ignore_errors=True)
         sys.argv.append(f"hydra.run.dir={scratch}")
-<<<<<<< HEAD
     for check in (missing_resume_path, multirun_only_without_m):
         if (message := check(sys.argv[1:])) is not None:
             print(f"error: {message}", file=sys.stderr)
             sys.exit(EXIT_USER_ERROR)
-    if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
-        _print_help()
-        return
-=======
-    if (message := missing_resume_path(sys.argv[1:])) is not None:
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
     try:
         check_run_dir_before_hydra(sys.argv[1:])
     except SeedbedError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
->>>>>>> f9b2df2 (Every bad input is one line: typo keys added with + or ++ refused with the nearest key, non-finite numbers and component ranges validated, damaged run files named, links and special files in a run directory refused, JSON always valid)
+    if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
+        _print_help()
+        return
     asked = os.environ.get("HYDRA_FULL_ERROR")
     if asked == "1":
         main()  # the user asked for full tracebacks
@@ -255,11 +249,8 @@ def cli() -> None:
         print(str(stopped), file=sys.stderr)
         sys.exit(exit_status(stopped.signum))
     except (SeedbedError, KeyboardInterrupt) as error:
-<<<<<<< HEAD
-        _print_sweep_end_after_a_failure()
-=======
         stderr.release(drop=True)
->>>>>>> f9b2df2 (Every bad input is one line: typo keys added with + or ++ refused with the nearest key, non-finite numbers and component ranges validated, damaged run files named, links and special files in a run directory refused, JSON always valid)
+        _print_sweep_end_after_a_failure()
         print(f"error: {error_line(error)}", file=sys.stderr)
         if isinstance(error, KeyboardInterrupt):
             sys.exit(exit_status(getattr(error, "signum", signal.SIGINT)))
