@@ -364,6 +364,12 @@ CASES.update(
                 run / "config.yaml", (run / "config.yaml").read_text() + "hydra:\n  job: {}\n"
             ),
         ),
+        "verify into a used --out": Case(
+            "verify",
+            ["--out", "{tmp}/v", *TINY],
+            "already holds a run",
+            lambda tmp, run: shutil.copytree(run, tmp / "v" / "first", symlinks=True),
+        ),
         "verify against with overrides": Case(
             "verify", ["--against", "{run}", "seed=3"], "overrides seed=3"
         ),

@@ -228,7 +228,8 @@ def cli() -> None:
             print(f"error: {message}", file=sys.stderr)
             sys.exit(EXIT_USER_ERROR)
     try:
-        check_run_dir_before_hydra(sys.argv[1:])
+        if launched_rank() == 0:  # the other ranks never write the run directory
+            check_run_dir_before_hydra(sys.argv[1:])
     except SeedbedError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
