@@ -298,3 +298,17 @@ def test_a_sweep_survives_a_bad_job(launcher, tmp_path):
         {"run_dir": "1", "seed": 0, "error": "optim.lr=-1.0 is not allowed: a number > 0"}
     ]
     assert "optim.lr=-1.0 is not allowed" in (sweep / "summary.md").read_text()
+
+
+def test_resume_trims_a_metrics_file_cut_mid_line_and_completes(finished, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(finished, run, symlinks=True)
+    metrics = run / "metrics.jsonl"
+    metrics.write_bytes(metrics.read_bytes()[:-10])  # a copy cut in the middle of a record
+    record = train_in_process(run, f"resume={run}", "trainer.epochs=2")
+    assert record["status"] == "completed"
+    assert "earlier records are missing" in record["resumes"][-1]["metrics_note"]
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    # Epoch 0's validation record was the line cut; the resumed epoch 1 follows whole records.
+    assert [r["epoch"] for r in records if r["kind"] == "val"] == [1]
+    assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3, 4, 5, 6, 7, 8]
