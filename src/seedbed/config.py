@@ -733,8 +733,9 @@ def validate(cfg: DictConfig) -> None:
     known = {f.name for f in fields(TrainConfig)}
     for key in cfg:
         _check(key in known, str(key), cfg[key], f"a key of the schema: {', '.join(sorted(known))}")
-    check_group_keys(cfg, TrainConfig, GROUP_SCHEMAS)  # keys added with + or ++ included
-    check_finite(cfg)
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    check_group_keys(plain, TrainConfig, GROUP_SCHEMAS)  # keys added with + or ++ included
+    check_finite(plain)
     _check_seed("seed", cfg.seed)
     for stream, value in cfg.seeds.items():
         if value is not None:
@@ -832,4 +833,4 @@ def validate(cfg: DictConfig) -> None:
         _check(0 <= augment.drop_prob < 1, "data.augment.drop_prob", augment.drop_prob, "in [0, 1)")
     dropout = cfg.model.get("dropout", 0.0)
     _check(0 <= dropout < 1, "model.dropout", dropout, "a number in [0, 1)")
-    check_components(cfg)
+    check_components(plain)

@@ -60,8 +60,10 @@ WRITTEN_IN_RUN_DIR = (
     "code.patch",
     "eval.json",
     ".lock",
+    ".hydra",
     "checkpoints",
     "checkpoints/discarded",
+    "tensorboard",
 )
 
 
