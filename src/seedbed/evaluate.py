@@ -28,7 +28,7 @@ from seedbed.runs.determinism import set_determinism
 from seedbed.runs.device import resolve_device
 from seedbed.runs.errors import EXIT_USER_ERROR, ConfigError, SeedbedError, error_line
 from seedbed.runs.files import atomic_write
-from seedbed.runs.record import RUN_FILE, to_json, weights_sha256
+from seedbed.runs.record import RUN_FILE, read_json, to_json, weights_sha256
 from seedbed.runs.resume import run_dir_of
 from seedbed.runs.targets import check_targets
 from seedbed.train import build_task
@@ -99,7 +99,7 @@ def _data_arguments(cfg: Any, path: Path, checkpoint: dict[str, Any]) -> dict[st
     if checkpoint.get("data_normalization") is not None:
         arguments["normalization"] = checkpoint["data_normalization"]
     run_file = run_dir_of(path) / RUN_FILE
-    recorded = json.loads(run_file.read_text()).get("data") or {} if run_file.is_file() else {}
+    recorded = read_json(run_file).get("data") or {} if run_file.is_file() else {}
     for key, absolute in (recorded.get("paths") or {}).items():
         given = cfg.data.get(key)
         if isinstance(given, str) and not Path(given).exists():

@@ -15,7 +15,6 @@ the differing tensors and the likely causes; 2 when a run could not be made.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import subprocess
@@ -26,7 +25,7 @@ import yaml
 
 from seedbed.config import CONFIG_DIR, run_name
 from seedbed.runs.errors import EXIT_USER_ERROR, SeedbedError
-from seedbed.runs.record import CONFIG_FILE, RUN_FILE
+from seedbed.runs.record import CONFIG_FILE, RUN_FILE, read_json
 from seedbed.runs.targets import check_targets
 from seedbed.tools.compare import (
     EXIT_DIFFERENT,
@@ -103,7 +102,7 @@ def rerun_config(recorded: Path, where: Path) -> list[str]:
             raise SeedbedError(f"{recorded / CONFIG_FILE}: key {key!r} is refused in a run config")
     check_targets(config, str(recorded / CONFIG_FILE))
     # A relative data path that does not resolve from here: the absolute one run.json recorded.
-    recorded_data = json.loads((recorded / RUN_FILE).read_text()).get("data") or {}
+    recorded_data = read_json(recorded / RUN_FILE).get("data") or {}
     for key, absolute in (recorded_data.get("paths") or {}).items():
         given = (config.get("data") or {}).get(key)
         if isinstance(given, str) and not Path(given).exists():
