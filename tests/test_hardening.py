@@ -312,3 +312,22 @@ def test_resume_trims_a_metrics_file_cut_mid_line_and_completes(finished, tmp_pa
     # Epoch 0's validation record was the line cut; the resumed epoch 1 follows whole records.
     assert [r["epoch"] for r in records if r["kind"] == "val"] == [1]
     assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3, 4, 5, 6, 7, 8]
+
+
+def test_a_forked_worker_does_not_keep_a_dead_runs_lock(tmp_path):
+    lock = RunLock(tmp_path)
+    lock.acquire()
+    started, tell = os.pipe()
+    child = os.fork()  # a DataLoader worker inherits the descriptor
+    if child == 0:
+        os.write(tell, b"1")
+        signal.pause()
+        os._exit(0)
+    try:
+        assert os.read(started, 1) == b"1"  # the worker runs
+        lock.release()  # as when the run's process dies while its worker lives on
+        with RunLock(tmp_path):
+            pass
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)

@@ -5,7 +5,9 @@ Two resumes of one run at once would interleave metrics.jsonl and both end
 `<run>/.lock` (opened without following a symlink) and writes its process id
 and host into it; a second writer is refused in one line naming that process.
 The kernel drops a flock when its process dies, so the lock of a killed run is
-simply taken over: there is no stale lock to clean up by hand.
+simply taken over: there is no stale lock to clean up by hand. A forked child
+(a DataLoader worker) closes its inherited copy at once, or it would hold the
+lock of a killed run until it noticed and exited itself.
 """
 
 from __future__ import annotations
@@ -18,6 +20,16 @@ from pathlib import Path
 from seedbed.runs.errors import SeedbedError
 
 LOCK_FILE = ".lock"
+_held: set[int] = set()  # this process's lock descriptors
+
+
+def _close_in_child() -> None:
+    for fd in _held:
+        os.close(fd)  # closing (not unlocking) leaves the parent's lock as it is
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_close_in_child)
 
 
 class RunLocked(SeedbedError):
@@ -49,9 +61,11 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         self._fd = fd
+        _held.add(fd)
 
     def release(self) -> None:
         if self._fd is not None:
+            _held.discard(self._fd)
             os.close(self._fd)  # closing drops the flock; the file stays for the next writer
             self._fd = None
 
