@@ -177,11 +177,11 @@ def bench_startup(repeats: int) -> Result:
             str(ROOT / "train.py"),
             "trainer.epochs=1",
             "trainer.limit_train_batches=1",
-            f"hydra.run.dir={tmp}/run",
         ]
+        runs = itertools.count()  # a new run needs a new directory
         variants = {
             "bare torch script": lambda: _wall([sys.executable, str(bare)]),
-            "python train.py": lambda: _wall(train),
+            "python train.py": lambda: _wall([*train, f"hydra.run.dir={tmp}/run{next(runs)}"]),
         }
         samples = interleaved(variants, repeats)
     return Result(

@@ -24,6 +24,7 @@ from seedbed.init import FAN_MODES, SCHEMES
 from seedbed.precision import PRECISIONS
 from seedbed.runs.determinism import MODES as DETERMINISM_MODES
 from seedbed.runs.errors import ConfigError
+from seedbed.validation import check_components, check_finite, check_group_keys
 
 SEED_MAX = 2**32 - 1
 # The packaged configs: `configs/` at the top of a checkout points here.
@@ -604,6 +605,10 @@ class TrainConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     resume: ResumeConfig = field(default_factory=ResumeConfig)
+    allow_targets: list[str] = field(default_factory=list)
+    """Module prefixes (e.g. `mypkg.models`) trusted as `_target_` in configs read from files
+    (a checkpoint's, a run's config.yaml), beyond seedbed's own, torch.nn, torch.optim and
+    torchvision's: read from this command's config, never from the file."""
 
 
 # Groups whose options have different fields; the others are typed in TrainConfig directly.
@@ -728,6 +733,9 @@ def validate(cfg: DictConfig) -> None:
     known = {f.name for f in fields(TrainConfig)}
     for key in cfg:
         _check(key in known, str(key), cfg[key], f"a key of the schema: {', '.join(sorted(known))}")
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    check_group_keys(plain, TrainConfig, GROUP_SCHEMAS)  # keys added with + or ++ included
+    check_finite(plain)
     _check_seed("seed", cfg.seed)
     for stream, value in cfg.seeds.items():
         if value is not None:
@@ -825,3 +833,4 @@ def validate(cfg: DictConfig) -> None:
         _check(0 <= augment.drop_prob < 1, "data.augment.drop_prob", augment.drop_prob, "in [0, 1)")
     dropout = cfg.model.get("dropout", 0.0)
     _check(0 <= dropout < 1, "model.dropout", dropout, "a number in [0, 1)")
+    check_components(plain)

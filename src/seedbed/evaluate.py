@@ -12,23 +12,25 @@ same file, byte for byte.
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from hydra.errors import HydraException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from seedbed.data.loader import eval_batches
 from seedbed.loop import evaluate
 from seedbed.runs.checkpoint import load_checkpoint
 from seedbed.runs.determinism import set_determinism
 from seedbed.runs.device import resolve_device
-from seedbed.runs.errors import EXIT_USER_ERROR, ConfigError, SeedbedError
+from seedbed.runs.errors import EXIT_USER_ERROR, ConfigError, SeedbedError, error_line
 from seedbed.runs.files import atomic_write
-from seedbed.runs.record import RUN_FILE, weights_sha256
+from seedbed.runs.record import RUN_FILE, read_json, to_json, weights_sha256
 from seedbed.runs.resume import run_dir_of
+from seedbed.runs.targets import check_targets
 from seedbed.train import build_task
 
 SPLITS = ("val", "train", "test")
@@ -43,10 +45,15 @@ def evaluate_checkpoint(path: str | Path, split: str = "val", device: str | None
     if split not in SPLITS:
         raise ConfigError("split", split, f"one of {', '.join(SPLITS)}")
     path = Path(path)
+    target = resolve_device(device, key="device") if device else None
     checkpoint = load_checkpoint(path)
-    cfg = OmegaConf.create(checkpoint["config"])
+    stored = checkpoint.get("config") if isinstance(checkpoint, dict) else None
+    if not isinstance(stored, dict) or not isinstance(checkpoint.get("model"), dict):
+        raise SeedbedError(f"checkpoint {path} holds no run config and model weights")
+    check_targets(stored, f"checkpoint {path}")  # before anything is built from it
+    cfg = OmegaConf.create(stored)
     set_determinism(cfg.determinism.mode)
-    target = resolve_device(device or cfg.trainer.device, key="device")
+    target = target or resolve_device(cfg.trainer.device, key="device")
     task = build_task(cfg.task)
     data = task.prepare(instantiate(cfg.data, **_data_arguments(cfg, path, checkpoint)))
     splits = data.splits()
@@ -58,7 +65,12 @@ def evaluate_checkpoint(path: str | Path, split: str = "val", device: str | None
             "(set data.test_fraction, or give the .npz x_test and y_test)",
         )
     model = instantiate(cfg.model, input_shape=data.input_shape, num_outputs=data.num_outputs)
-    model.load_state_dict(checkpoint["model"])
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0]
+        message = f"checkpoint {path}: its weights do not fit its model ({first})"
+        raise SeedbedError(message) from None
     model.to(target)
     dataset = splits[split]
     if split == "train":  # evaluated as it is stored: without augmentation
@@ -87,7 +99,7 @@ def _data_arguments(cfg: Any, path: Path, checkpoint: dict[str, Any]) -> dict[st
     if checkpoint.get("data_normalization") is not None:
         arguments["normalization"] = checkpoint["data_normalization"]
     run_file = run_dir_of(path) / RUN_FILE
-    recorded = json.loads(run_file.read_text()).get("data") or {} if run_file.is_file() else {}
+    recorded = read_json(run_file).get("data") or {} if run_file.is_file() else {}
     for key, absolute in (recorded.get("paths") or {}).items():
         given = cfg.data.get(key)
         if isinstance(given, str) and not Path(given).exists():
@@ -115,7 +127,7 @@ def parse_args(args: list[str]) -> dict[str, str]:
 
 
 def write_eval(result: dict[str, Any], out: Path) -> None:
-    text = json.dumps(result, indent=2, sort_keys=True) + "\n"
+    text = to_json(result, indent=2, sort_keys=True) + "\n"
     atomic_write(out, lambda file: file.write(text.encode()))
 
 
@@ -129,9 +141,15 @@ def cli() -> None:
         # Relative to the run directory (an absolute path is kept as it is): a file written
         # into the working directory would sit in the repository and mark later runs dirty.
         out = run_dir_of(options["ckpt"]) / options.get("out", "eval.json")
-        write_eval(result, out)
+        try:
+            write_eval(result, out)
+        except OSError as error:
+            raise SeedbedError(f"out={str(out)!r} cannot be written: {error.strerror}") from None
     except SeedbedError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {error_line(error)}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except (OmegaConfBaseException, HydraException) as error:
+        print(f"error: checkpoint {options['ckpt']}: {error_line(error)}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     metrics = "  ".join(f"{k} {v:.6g}" for k, v in result["metrics"].items())
     print(f"{metrics}  (step {result['step']})")

@@ -64,11 +64,10 @@ def npz_dataset(
     if not file.is_file():
         raise ConfigError("data.path", path, "an existing .npz file with arrays x and y")
     try:
-        with np.load(file, allow_pickle=False) as npz:
-            if not isinstance(npz, np.lib.npyio.NpzFile):
-                raise ConfigError(
-                    "data.path", path, "an .npz archive (this is a single .npy array)"
-                )
+        loaded = np.load(file, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # an .npy renamed: no `with` for it
+            raise ConfigError("data.path", path, "an .npz archive (this is a single .npy array)")
+        with loaded as npz:
             missing = [name for name in ("x", "y") if name not in npz.files]
             if missing:
                 raise ConfigError(

@@ -24,6 +24,7 @@ import logging
 import os
 import pickle
 import re
+import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -44,6 +45,19 @@ class CheckpointError(SeedbedError):
     """A checkpoint that cannot be used; the message names the file."""
 
 
+# A bound on what is read into memory, far above any model this template trains on a CPU.
+MAX_CHECKPOINT_BYTES = int(os.environ.get("SEEDBED_MAX_CHECKPOINT_BYTES", 8 * 2**30))
+
+
+def _open_regular(path: str, flags: int) -> int:
+    fd = os.open(path, flags | os.O_NONBLOCK)  # a FIFO opens at once instead of waiting
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise CheckpointError(f"checkpoint {path} is refused: not a regular file")
+    os.set_blocking(fd, True)
+    return fd
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     """Write `state` (CPU tensors and plain values) atomically, with its checksum."""
     buffer = io.BytesIO()
@@ -62,7 +76,16 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint onto the CPU after checking its checksum; tensors and containers only."""
     path = Path(path)
     try:
-        data = memoryview(path.read_bytes())
+        # Read only a regular file, up to a bound: a received `last.pt` may be a link to
+        # /dev/zero (read forever) or a FIFO (hangs on open).
+        with open(path, "rb", opener=_open_regular) as file:
+            size = os.fstat(file.fileno()).st_size
+            if size > MAX_CHECKPOINT_BYTES:
+                raise CheckpointError(
+                    f"checkpoint {path} is refused: {size} bytes, more than the "
+                    f"{MAX_CHECKPOINT_BYTES} a checkpoint may have (SEEDBED_MAX_CHECKPOINT_BYTES)"
+                )
+            data = memoryview(file.read())
     except OSError as error:
         raise CheckpointError(f"checkpoint {path} cannot be read: {error.strerror}") from error
     if len(data) == 0:

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -30,8 +31,11 @@ from omegaconf.errors import OmegaConfBaseException
 from seedbed.config import CONFIG_DIR, register_configs, run_name
 from seedbed.runs.distributed import launched_rank
 from seedbed.runs.errors import EXIT_USER_ERROR, ConfigError, SeedbedError, error_line
+from seedbed.runs.files import refuse_links
 from seedbed.runs.interrupts import TrainingInterrupted, exit_status
-from seedbed.runs.record import RunRecord, command_line
+from seedbed.runs.lock import RunLock
+from seedbed.runs.record import RUN_FILE, RunRecord, command_line
+from seedbed.runs.resume import restartable, run_dir_of
 from seedbed.runs.session import run_training
 
 log = logging.getLogger("seedbed")
@@ -72,6 +76,8 @@ def _record_composition_failure(error: BaseException) -> Path | None:
         (Path(a.split("=", 1)[1]) for a in args if a.startswith("hydra.run.dir=")),
         Path("outputs") / "train" / run_name(),
     )
+    if (run_dir / RUN_FILE).exists():
+        return None  # another run's record: never overwritten
     record = RunRecord(run_dir)
     record.start("# the config did not compose: see run.json\n", command_line())
     record.finish("failed", error=error_line(error))
@@ -91,7 +97,10 @@ def missing_resume_path(args: list[str]) -> str | None:
     for arg in args:
         if arg.startswith("resume.path="):
             path = arg.split("=", 1)[1]
-            if path not in ("", "null") and not Path(path).exists():
+            if path.strip() in ("", "''", '""'):
+                error = ConfigError("resume.path", path, "a run directory or a checkpoint file")
+                return f"{error} (leave resume out for a new run)"
+            if path != "null" and not Path(path).exists():
                 error = ConfigError("resume.path", path, "a run directory or a checkpoint file")
                 return f"{error} (it does not exist)"
     return None
@@ -151,6 +160,56 @@ def _print_sweep_end_after_a_failure() -> None:
         print_sweep_end(started_sweeps.pop())
 
 
+def check_run_dir_before_hydra(args: list[str]) -> None:
+    """Refuse what would make Hydra itself write into a run directory it must not touch:
+    a linked train.log, a run another process writes, an old run taken for a new one."""
+    if "-m" in args or "--multirun" in args:
+        return
+    resume = next((a.split("=", 1)[1] for a in args if a.startswith("resume.path=")), "null")
+    if resume != "null":
+        run_dir = run_dir_of(resume)
+    else:
+        given = [a.split("=", 1)[1] for a in args if a.startswith("hydra.run.dir=")]
+        if not given:
+            return  # a fresh, unique directory
+        run_dir = Path(given[-1])
+        if (run_dir / RUN_FILE).exists() and not restartable(run_dir):
+            raise SeedbedError(
+                f"{run_dir} already holds a run ({RUN_FILE}): a new run needs a new "
+                f"directory; resume={run_dir} continues that one"
+            )
+    if run_dir.is_dir():
+        refuse_links(run_dir)
+        with RunLock(run_dir):
+            pass  # refused now if another process writes it; the session takes it for good
+
+
+class _HoldHydraJobLine:
+    """stderr, less Hydra's "Error executing job with overrides" line, which it writes before
+    re-raising a job's error: held back, and dropped when the error is one of seedbed's
+    (its own line says it all), written out otherwise."""
+
+    PREFIX = "Error executing job with overrides:"
+
+    def __init__(self, stream: Any) -> None:
+        self.stream, self.held = stream, []
+
+    def write(self, text: str) -> int:
+        if text.startswith(self.PREFIX):
+            self.held.append(text)
+            return len(text)
+        return self.stream.write(text)
+
+    def release(self, drop: bool) -> None:
+        if not drop:
+            for text in self.held:
+                self.stream.write(text)
+        self.held.clear()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
 def cli() -> None:
     """Run Hydra; an expected error becomes one line on stderr and exit status 2."""
     register_configs()
@@ -168,6 +227,12 @@ def cli() -> None:
         if (message := check(sys.argv[1:])) is not None:
             print(f"error: {message}", file=sys.stderr)
             sys.exit(EXIT_USER_ERROR)
+    try:
+        if launched_rank() == 0:  # the other ranks never write the run directory
+            check_run_dir_before_hydra(sys.argv[1:])
+    except SeedbedError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
     if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
         _print_help()
         return
@@ -177,12 +242,15 @@ def cli() -> None:
         return
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's printer
     jobs_started.clear()
+    stderr = sys.stderr = _HoldHydraJobLine(sys.stderr)
     try:
         main()
     except TrainingInterrupted as stopped:
+        stderr.release(drop=True)
         print(str(stopped), file=sys.stderr)
         sys.exit(exit_status(stopped.signum))
     except (SeedbedError, KeyboardInterrupt) as error:
+        stderr.release(drop=True)
         _print_sweep_end_after_a_failure()
         print(f"error: {error_line(error)}", file=sys.stderr)
         if isinstance(error, KeyboardInterrupt):
@@ -197,6 +265,8 @@ def cli() -> None:
         print(f"error: {error_line(error)}{where}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     finally:
+        stderr.release(drop=False)
+        sys.stderr = stderr.stream
         if asked is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:

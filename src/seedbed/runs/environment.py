@@ -16,6 +16,7 @@ every start, so it stays fast (tens of milliseconds: no `pip`, short git calls).
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import platform
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from seedbed.runs.record import read_json
 
 ENVIRONMENT_FILE = "environment.json"
 REQUIREMENTS_FILE = "requirements.txt"
@@ -56,7 +59,20 @@ ENV_VARS: dict[str, str] = {
 
 # Untracked files go into code.patch only when they look like code and are small:
 # an untracked `.env`, key file or data set must never be copied into a run directory.
-PATCH_SUFFIXES = {".py", ".yaml", ".yml", ".toml", ".cfg", ".ini", ".sh", ".md"}
+PATCH_SUFFIXES = {".py", ".pyi", ".yaml", ".yml", ".toml", ".cfg", ".sh", ".md"}
+# Names that look like secrets are never copied, whatever their suffix: only listed.
+SECRET_NAMES = (
+    "*secret*",
+    "*.env",
+    ".env*",
+    "*env.sh",
+    "*token*",
+    "*credential*",
+    "*passw*",
+    "*.pem",
+    "*.key",
+    "id_*",
+)
 PATCH_MAX_BYTES = 1_000_000
 GIT_TIMEOUT_S = 5.0
 
@@ -206,6 +222,12 @@ def _git(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:
     return result.stdout
 
 
+def looks_secret(name: str) -> bool:
+    """Whether a file's name (any part of its path) matches SECRET_NAMES."""
+    parts = [part.lower() for part in Path(name).parts]
+    return any(fnmatch.fnmatch(part, pattern) for part in parts for pattern in SECRET_NAMES)
+
+
 def code_state(code_dir: Path) -> tuple[dict[str, Any], str]:
     """Git commit, branch and dirty flag of the checkout holding `code_dir`, and its diff.
 
@@ -229,7 +251,9 @@ def code_state(code_dir: Path) -> tuple[dict[str, Any], str]:
             name
             for name in untracked
             if Path(name).suffix in PATCH_SUFFIXES
+            and not looks_secret(name)
             and (repo / name).is_file()
+            and not (repo / name).is_symlink()
             and (repo / name).stat().st_size <= PATCH_MAX_BYTES
         ]
         with tempfile.TemporaryDirectory() as tmp:
@@ -300,7 +324,7 @@ def write_environment(run_dir: str | Path, code_dir: Path | None = None) -> dict
 
 def read_environment(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / ENVIRONMENT_FILE
-    return json.loads(path.read_text()) if path.exists() else {}
+    return read_json(path) if path.exists() else {}
 
 
 if __name__ == "__main__":  # `python -m seedbed.runs.environment`: what a run here would record

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hydra.errors import HydraException
+from hydra.errors import HydraException, InstantiationException
 from omegaconf.errors import OmegaConfBaseException
 
 # The exit status of every command here (train, eval, verify, compare, summarize) on bad input.
@@ -26,6 +26,10 @@ class ConfigError(SeedbedError):
     def __init__(self, key: str, value: Any, allowed: str) -> None:
         self.key, self.value, self.allowed = key, value, allowed
         super().__init__(f"{key}={value!r} is not allowed: {allowed}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A parallel sweep's job returns its error pickled: rebuild it from what it was made of.
+        return type(self), (self.key, self.value, self.allowed)
 
 
 def _one_line(text: str) -> str:
@@ -50,6 +54,14 @@ def user_error(error: BaseException | None) -> SeedbedError | None:
     return None
 
 
+def refused_arguments(cause: BaseException | None) -> bool:
+    """Whether `instantiate` failed because the component refused its arguments (a config
+    value), not because of a bug in it."""
+    return isinstance(cause, (ValueError, TypeError)) and not isinstance(
+        cause, OmegaConfBaseException
+    )
+
+
 def error_line(error: BaseException) -> str:
     """One line for the user: our own messages as they are, config errors with their key."""
     if isinstance(error, KeyboardInterrupt):
@@ -57,6 +69,12 @@ def error_line(error: BaseException) -> str:
     if (mine := user_error(error)) is not None:
         return str(mine)
     cause = error.__cause__ if isinstance(error, HydraException) else None
+    if isinstance(error, InstantiationException) and refused_arguments(cause):
+        text = str(error)
+        key = text.rsplit("full_key: ", 1)[1].strip() if "full_key: " in text else "config"
+        target = text.split("'")[1] if text.count("'") >= 2 else "its target"
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        return f"{key}: {target} refuses its arguments: {first}"
     if isinstance(cause, OmegaConfBaseException):
         error = cause
     if isinstance(error, OmegaConfBaseException):

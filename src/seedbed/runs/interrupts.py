@@ -49,6 +49,9 @@ class TrainingInterrupted(SeedbedError):
         self.signum = signum
         super().__init__(message)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.signum, str(self))  # picklable: a sweep's job may raise it
+
 
 class ImmediateStop(KeyboardInterrupt):
     """A second signal: stop now, without a new checkpoint."""
@@ -56,6 +59,9 @@ class ImmediateStop(KeyboardInterrupt):
     def __init__(self, signum: int) -> None:
         self.signum = signum
         super().__init__(f"{signal.Signals(signum).name} again: stopped at once")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.signum,)
 
 
 class GracefulStop:

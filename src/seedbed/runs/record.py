@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
 import platform
 import sys
 from collections.abc import Iterable, Mapping
@@ -27,11 +29,28 @@ from typing import Any
 import numpy as np
 import torch
 
-from seedbed.runs.files import atomic_write
+from seedbed.runs.errors import SeedbedError
+from seedbed.runs.files import atomic_write, open_nofollow
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.yaml"
+
+
+def finite(value: Any) -> Any:
+    """`value` with every NaN or infinite float made None: bare NaN is not JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(item) for item in value]
+    return value
+
+
+def to_json(value: Any, **options: Any) -> str:
+    """JSON text of `value`, valid whatever it holds (NaN and infinity become null)."""
+    return json.dumps(finite(value), allow_nan=False, **options)
 
 
 def now_iso() -> str:
@@ -75,16 +94,16 @@ class RunRecord:
         self.path = self.run_dir / RUN_FILE
         self.data: dict[str, Any] = {}
         if self.path.exists():
-            self.data = json.loads(self.path.read_text())
+            self.data = read_json(self.path)
 
     def update(self, **fields: Any) -> None:
         self.data.update(fields)
-        text = json.dumps(self.data, indent=2, sort_keys=False, default=str) + "\n"
+        text = to_json(self.data, indent=2, sort_keys=False, default=str) + "\n"
         atomic_write(self.path, lambda file: file.write(text.encode()))
 
     def start(self, config_yaml: str, command: list[str]) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / CONFIG_FILE).write_text(config_yaml)
+        atomic_write(self.run_dir / CONFIG_FILE, lambda file: file.write(config_yaml.encode()))
         self.update(
             status="running",
             error=None,
@@ -112,11 +131,18 @@ class MetricsLog:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.file = self.path.open("a", encoding="utf-8")
+        try:  # never through a link: a received run directory could point it anywhere
+            fd = open_nofollow(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        except OSError as error:
+            raise SeedbedError(f"{self.path} cannot be written: {error.strerror}") from None
+        self.file = os.fdopen(fd, "a", encoding="utf-8")
 
     def write(self, record: Mapping[str, Any]) -> None:
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
+        try:
+            self.file.write(to_json(record) + "\n")
+            self.file.flush()
+        except OSError as error:  # a full disk: name the file
+            raise SeedbedError(f"{self.path} cannot be written: {error.strerror}") from error
 
     def tell(self) -> int:
         """Bytes in the file so far: a checkpoint stores it, a resume truncates back to it."""
@@ -126,11 +152,42 @@ class MetricsLog:
         self.file.close()
 
 
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from `path`; a damaged file is a SeedbedError naming it."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise SeedbedError(f"{path} is damaged or unreadable: {_reason(error)}") from None
+    if not isinstance(data, dict):
+        raise SeedbedError(f"{path} is damaged: it holds {type(data).__name__}, not an object")
+    return data
+
+
+def _reason(error: BaseException) -> str:
+    return getattr(error, "strerror", None) or str(error).splitlines()[0]
+
+
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """Every record of metrics.jsonl; a damaged line is a SeedbedError naming file and line."""
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise SeedbedError(f"{path} is unreadable: {_reason(error)}") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as error:
+            raise SeedbedError(f"{path} line {number} is damaged: {_reason(error)}") from None
+        if not isinstance(record, dict):
+            raise SeedbedError(f"{path} line {number} is damaged: not a JSON object")
+        records.append(record)
+    return records
 
 
 def loss_series(records: Iterable[Mapping[str, Any]]) -> list[list[float]]:

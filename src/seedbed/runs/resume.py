@@ -12,6 +12,7 @@ checkpoints of a later, abandoned continuation.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -28,9 +29,12 @@ from seedbed.runs.checkpoint import (
     point_link,
     step_files,
 )
+from seedbed.runs.environment import ENVIRONMENT_FILE
 from seedbed.runs.errors import ConfigError, SeedbedError
+from seedbed.runs.files import open_nofollow
 from seedbed.runs.interrupts import epoch_position
-from seedbed.runs.record import METRICS_FILE
+from seedbed.runs.record import METRICS_FILE, RUN_FILE, read_json
+from seedbed.runs.targets import check_targets
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +44,7 @@ CHECKPOINT_DIR = "checkpoints"
 SAFE_ON_RESUME = (
     "trainer.epochs",
     "trainer.log_every",
+    "allow_targets",
     "checkpoint.",
     "logger.",
     "loader.num_workers",
@@ -66,6 +71,23 @@ def checkpoint_candidates(run_dir: Path) -> list[Path]:
     return found + [p for p in step_files(directory) if p.resolve() != last.resolve()]
 
 
+def restartable(run_dir: Path) -> bool:
+    """A run that was stopped before its step-0 checkpoint: nothing to resume, start again."""
+    try:
+        status = json.loads((run_dir / RUN_FILE).read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return status != "completed" and not checkpoint_candidates(run_dir)
+
+
+def check_inside(path: Path, directory: Path) -> None:
+    """A checkpoint link (last.pt, best.pt) must point at a file in its own directory."""
+    if path.is_symlink() and path.resolve().parent != directory.resolve():
+        raise CheckpointError(
+            f"checkpoint {path} is refused: it links to {os.readlink(path)}, outside {directory}"
+        )
+
+
 def find_checkpoint(resume_path: str) -> tuple[Path, dict[str, Any], list[str]]:
     """(file, its contents, the messages of the bad ones skipped) for `resume.path`."""
     path = Path(resume_path)
@@ -74,10 +96,12 @@ def find_checkpoint(resume_path: str) -> tuple[Path, dict[str, Any], list[str]]:
             "resume.path", resume_path, "a run directory or a checkpoint file (it does not exist)"
         )
     if path.is_file():
+        check_inside(path, path.parent)
         return path, load_checkpoint(path), []
     skipped: list[str] = []
     for candidate in checkpoint_candidates(path):
         try:
+            check_inside(candidate, path / CHECKPOINT_DIR)
             checkpoint = load_checkpoint(candidate)
         except CheckpointError as error:
             skipped.append(str(error))
@@ -86,7 +110,14 @@ def find_checkpoint(resume_path: str) -> tuple[Path, dict[str, Any], list[str]]:
         if skipped:
             log.warning("resuming from %s, the newest good checkpoint", candidate)
         return candidate, checkpoint, skipped
-    reason = "; ".join(skipped) if skipped else "it holds no checkpoint"
+    reason = (
+        "; ".join(skipped)
+        if skipped
+        else (
+            "it holds no checkpoint: a run stopped before its first one is started again in place "
+            f"by its own command with hydra.run.dir={path}"
+        )
+    )
     raise SeedbedError(f"resume.path={resume_path!r}: no usable checkpoint ({reason})")
 
 
@@ -228,16 +259,45 @@ def rewind_run_dir(run_dir: Path, checkpoint_path: Path, checkpoint: dict[str, A
     metrics = run_dir / METRICS_FILE
     offset = checkpoint.get("metrics_bytes", 0)
     size = metrics.stat().st_size if metrics.exists() else 0
+    cut = offset  # drop what was logged after the checkpoint: it is redone
     if size < offset:
+        # Cut short (a damaged copy): keep the whole records, drop a half-written last one.
+        cut = metrics.read_bytes().rfind(b"\n") + 1
         done.metrics_note = (
             f"{METRICS_FILE} holds {size} bytes, fewer than the {offset} written before "
             f"step {step}: earlier records are missing"
         )
         log.warning(done.metrics_note)
-    elif size > offset:
-        with metrics.open("r+b") as file:
-            file.truncate(offset)  # drop what was logged after the checkpoint: it is redone
+    if size > cut:
+        fd = open_nofollow(metrics, os.O_RDWR)  # never truncate a file a link points at
+        try:
+            os.ftruncate(fd, cut)
+        finally:
+            os.close(fd)
     return done
+
+
+def check_run_files(run_dir: Path, checkpoint: dict[str, Any]) -> None:
+    """Refuse, naming the file, a run directory whose record cannot be continued: run.json
+    and environment.json must read, and metrics.jsonl must be whole up to the checkpoint
+    (past it, or a half-written last line, is cut when rewinding)."""
+    read_json(run_dir / RUN_FILE)
+    if (run_dir / ENVIRONMENT_FILE).exists():
+        read_json(run_dir / ENVIRONMENT_FILE)
+    metrics = run_dir / METRICS_FILE
+    if not metrics.exists():
+        return
+    kept = metrics.read_bytes()[: checkpoint.get("metrics_bytes", 0)]
+    whole = kept[: kept.rfind(b"\n") + 1]
+    for number, line in enumerate(whole.splitlines(), 1):
+        try:
+            if not isinstance(json.loads(line), dict):
+                raise ValueError("not a JSON object")
+        except ValueError as error:
+            raise SeedbedError(
+                f"{metrics} line {number} is damaged ({str(error).splitlines()[0]}): the "
+                "records before the checkpoint must be whole to continue the run"
+            ) from None
 
 
 @dataclass
@@ -281,7 +341,14 @@ def plan_resume(
             f"a run directory or a checkpoint in <run>/{CHECKPOINT_DIR}/ of the run being "
             f"continued ({run_dir})",
         )
-    saved = with_new_defaults(checkpoint["config"])
+    saved = checkpoint.get("config")
+    if not isinstance(saved, dict) or not isinstance(checkpoint.get("loop"), dict):
+        raise CheckpointError(f"checkpoint {path} holds no run config or loop position")
+    # Before anything is built from it: the checkpoint may come from someone else.
+    check_targets(saved, f"checkpoint {path}", cfg.get("allow_targets") or ())
+    if run_dir is not None:
+        check_run_files(run_dir, checkpoint)
+    saved = with_new_defaults(saved)
     effective = resumed_config(saved, cfg, overrides)
     validate(effective)
     changes = config_changes(saved, effective)

@@ -28,6 +28,7 @@ from typing import Any, cast
 
 import torch
 import torch.distributed as dist
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import nn
@@ -47,7 +48,8 @@ from seedbed.runs.distributed import (
     teardown_distributed,
 )
 from seedbed.runs.environment import ENVIRONMENT_FILE, read_environment, write_environment
-from seedbed.runs.errors import SeedbedError, error_line, user_error
+from seedbed.runs.errors import SeedbedError, error_line, refused_arguments, user_error
+from seedbed.runs.files import refuse_links, remove_temporary_files
 from seedbed.runs.interrupts import (
     GracefulStop,
     TrainingInterrupted,
@@ -55,6 +57,7 @@ from seedbed.runs.interrupts import (
     signal_hook_for_tests,
 )
 from seedbed.runs.launchers import oversubscription, parallel_jobs, with_threads_resolved
+from seedbed.runs.lock import RunLock
 from seedbed.runs.loggers import (
     AllLoggers,
     build_loggers,
@@ -64,6 +67,7 @@ from seedbed.runs.loggers import (
 from seedbed.runs.outside_hydra import job_logging, without_hydra
 from seedbed.runs.record import (
     METRICS_FILE,
+    RUN_FILE,
     MetricsLog,
     RunRecord,
     command_line,
@@ -71,7 +75,13 @@ from seedbed.runs.record import (
     read_metrics,
     weights_sha256,
 )
-from seedbed.runs.resume import ResumePlan, plan_resume, rewind_run_dir
+from seedbed.runs.resume import (
+    CHECKPOINT_DIR,
+    ResumePlan,
+    plan_resume,
+    restartable,
+    rewind_run_dir,
+)
 from seedbed.runs.seeding import Seeds, capture_rng_states, restore_rng_states, seed_everything
 
 log = logging.getLogger("seedbed")
@@ -97,21 +107,27 @@ class RunSession:
         self._stop = GracefulStop()
         self._send_test_signal = signal_hook_for_tests()
         self._fit_started = 0.0
+        self._lock = RunLock(self.run_dir)
+        self._recording = False  # whether run.json is this process's to close
         # Known before the config is: on a resume, trainer.distributed comes from the checkpoint.
         self.writes_run_dir = launched_rank() == 0
 
     # -- opening ---------------------------------------------------------------------------
 
     def __enter__(self) -> RunSession:
-        if self.cfg.resume.path is not None:
-            # Checked before run.json is touched: a refused resume leaves the run as it was.
-            run_dir = self.run_dir if self.writes_run_dir else None
-            self.plan = plan_resume(self.cfg, run_dir, self.overrides, validate)
-            self.cfg = self.plan.config
-        self.cfg = with_threads_resolved(self.cfg)  # config.yaml says how many threads
+        if self.writes_run_dir:
+            # Before anything is read or written: one writer per run directory.
+            self._lock.acquire()
+        try:
+            self._plan()
+            self.cfg = with_threads_resolved(self.cfg)  # config.yaml says how many threads
+        except BaseException:
+            self._lock.release()
+            raise
         self.record = RunRecord(self.run_dir)
         if self.plan is None:
             self.record.start(OmegaConf.to_yaml(self.cfg, resolve=True), command_line())
+            self._recording = True
         try:
             self._open()
         except BaseException as error:
@@ -119,12 +135,34 @@ class RunSession:
             raise
         return self
 
+    def _plan(self) -> None:
+        """Check the run directory, and plan a resume, before anything in it is written."""
+        if self.writes_run_dir:
+            refuse_links(self.run_dir)
+            for directory in (self.run_dir, self.run_dir / CHECKPOINT_DIR):
+                remove_temporary_files(directory)  # left by a write that was killed
+        if self.cfg.resume.path is not None:
+            # Checked before run.json is touched: a refused resume leaves the run as it was.
+            run_dir = self.run_dir if self.writes_run_dir else None
+            self.plan = plan_resume(self.cfg, run_dir, self.overrides, validate)
+            self.cfg = self.plan.config
+        elif self.writes_run_dir and (self.run_dir / RUN_FILE).exists():
+            if restartable(self.run_dir):
+                log.warning("%s stopped before its first checkpoint: starting again", self.run_dir)
+                (self.run_dir / METRICS_FILE).unlink(missing_ok=True)
+                return
+            raise SeedbedError(
+                f"{self.run_dir} already holds a run ({RUN_FILE}): a new run needs a new "
+                f"directory; resume={self.run_dir} continues that one"
+            )
+
     def _open(self) -> None:
         cfg = self.cfg
         validate(cfg)
         check_logger_packages(cfg.logger)
         if self.plan is not None and self.writes_run_dir:
             rewound = rewind_run_dir(self.run_dir, self.plan.path, self.plan.checkpoint)
+            self._recording = True  # from here on, the resumed run's status is this process's
             self.record.resume(
                 OmegaConf.to_yaml(cfg, resolve=True),
                 command_line(),
@@ -291,12 +329,15 @@ class RunSession:
                 message = error_line(error)
                 interrupt = isinstance(error, (KeyboardInterrupt, TrainingInterrupted))
                 status = "interrupted" if interrupt else "failed"
-                self.record.finish(status, error=message.splitlines()[0])
+                if self._recording:  # a refused resume leaves the run's status as it was
+                    self.record.finish(status, error=message.splitlines()[0])
                 log.debug(
                     "traceback:\n%s", "".join(traceback.format_exception(exc_type, error, tb))
                 )
                 if (mine := user_error(error)) is not None and mine is not error:
                     raise mine from error  # e.g. a ConfigError raised inside instantiate
+                if isinstance(error, InstantiationException) and refused_arguments(error.__cause__):
+                    raise SeedbedError(message) from error  # a component refused its arguments
                 if isinstance(error, OmegaConfBaseException):
                     raise SeedbedError(message) from error  # a config value we could not read
         finally:
@@ -304,6 +345,7 @@ class RunSession:
                 self.metrics.close()
                 self.metrics = None
             teardown_distributed()
+            self._lock.release()
 
 
 def seed_line(cfg: DictConfig) -> str:

@@ -26,7 +26,7 @@ from seedbed.config import flatten
 from seedbed.runs.checkpoint import load_checkpoint
 from seedbed.runs.environment import read_environment
 from seedbed.runs.errors import EXIT_USER_ERROR, SeedbedError
-from seedbed.runs.record import CONFIG_FILE, METRICS_FILE, RUN_FILE, read_metrics
+from seedbed.runs.record import CONFIG_FILE, METRICS_FILE, RUN_FILE, read_json, read_metrics
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
 EXIT_DIFFERENT = 1
@@ -81,7 +81,16 @@ def mapping_difference(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, 
 
 def read_config(run_dir: Path) -> dict[str, Any]:
     path = run_dir / CONFIG_FILE
-    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+    if not path.exists():
+        return {}
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise SeedbedError(f"{path} is damaged or unreadable: {first}") from None
+    if not isinstance(config, dict):
+        raise SeedbedError(f"{path} is damaged: it holds {type(config).__name__}, not a config")
+    return config
 
 
 def metrics_divergence(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -216,7 +225,7 @@ def _read_patch(run_dir: Path) -> str | None:
 def compare_runs(a: str | Path, b: str | Path) -> dict[str, Any]:
     """Everything `compare` reports, as plain data (what `--json` prints)."""
     a, b = check_run_dir(a), check_run_dir(b)
-    run_a, run_b = (json.loads((d / RUN_FILE).read_text()) for d in (a, b))
+    run_a, run_b = (read_json(d / RUN_FILE) for d in (a, b))
     env_a, env_b = read_environment(a), read_environment(b)
     metrics_a, metrics_b = read_metrics(a / METRICS_FILE), read_metrics(b / METRICS_FILE)
     divergence = metrics_divergence(metrics_a, metrics_b)

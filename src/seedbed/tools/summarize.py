@@ -33,9 +33,9 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from seedbed.runs.errors import EXIT_USER_ERROR
+from seedbed.runs.errors import EXIT_USER_ERROR, SeedbedError
 from seedbed.runs.files import atomic_write
-from seedbed.runs.record import CONFIG_FILE, RUN_FILE
+from seedbed.runs.record import CONFIG_FILE, RUN_FILE, read_json
 from seedbed.tools.curves import CURVES_PNG, plot_curves
 from seedbed.tools.stats import describe, t_quantile  # noqa: F401 (tests import t_quantile)
 
@@ -53,6 +53,21 @@ def _job_dirs(sweep_dir: Path) -> list[Path]:
 
 
 def _read_job(job_dir: Path) -> dict[str, Any]:
+    """A job's record; an unreadable one is listed as failed, naming what is wrong."""
+    try:
+        return _read_job_files(job_dir)
+    except (SeedbedError, OSError, ValueError, yaml.YAMLError, AttributeError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return {
+            "run_dir": job_dir.name,
+            "status": "failed",
+            "error": f"unreadable: {first}",
+            "seed": None,
+            "overrides": [],
+        }
+
+
+def _read_job_files(job_dir: Path) -> dict[str, Any]:
     overrides_file = job_dir / ".hydra" / "overrides.yaml"
     overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
     if not (job_dir / RUN_FILE).exists():
@@ -62,7 +77,7 @@ def _read_job(job_dir: Path) -> dict[str, Any]:
             "error": "no run.json: the job failed before training started (see its log)",
             "overrides": overrides,
         }
-    record = json.loads((job_dir / RUN_FILE).read_text())
+    record = read_json(job_dir / RUN_FILE)
     seed = (record.get("seeds") or {}).get("seed")
     if seed is None and (job_dir / CONFIG_FILE).exists():  # failed before seeding: as configured
         config = yaml.safe_load((job_dir / CONFIG_FILE).read_text())

@@ -15,7 +15,6 @@ the differing tensors and the likely causes; 2 when a run could not be made.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import subprocess
@@ -26,7 +25,8 @@ import yaml
 
 from seedbed.config import CONFIG_DIR, run_name
 from seedbed.runs.errors import EXIT_USER_ERROR, SeedbedError
-from seedbed.runs.record import CONFIG_FILE, RUN_FILE
+from seedbed.runs.record import CONFIG_FILE, RUN_FILE, read_json
+from seedbed.runs.targets import check_targets
 from seedbed.tools.compare import (
     EXIT_DIFFERENT,
     check_run_dir,
@@ -86,14 +86,23 @@ def run_training(
 
 def rerun_config(recorded: Path, where: Path) -> list[str]:
     """Arguments that make train.py compose exactly the recorded, resolved config."""
-    config = yaml.safe_load((recorded / CONFIG_FILE).read_text())
+    try:
+        config = yaml.safe_load((recorded / CONFIG_FILE).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise SeedbedError(f"{recorded / CONFIG_FILE} cannot be read: {first}") from None
     if not isinstance(config, dict) or "seed" not in config:
         raise SeedbedError(
             f"{recorded / CONFIG_FILE} is not a resolved run config: "
             "expected the config.yaml of a run that started"
         )
+    # The rerun builds what it names; `hydra`/`defaults` would configure Hydra itself.
+    for key in ("hydra", "defaults"):
+        if key in config:
+            raise SeedbedError(f"{recorded / CONFIG_FILE}: key {key!r} is refused in a run config")
+    check_targets(config, str(recorded / CONFIG_FILE))
     # A relative data path that does not resolve from here: the absolute one run.json recorded.
-    recorded_data = json.loads((recorded / RUN_FILE).read_text()).get("data") or {}
+    recorded_data = read_json(recorded / RUN_FILE).get("data") or {}
     for key, absolute in (recorded_data.get("paths") or {}).items():
         given = (config.get("data") or {}).get(key)
         if isinstance(given, str) and not Path(given).exists():

@@ -1,0 +1,134 @@
+"""The value checks `seedbed.config.validate` runs past the top-level ones.
+
+- Keys added with `+`/`++` (`++trainer.epoch=2`) pass Hydra's struct check and
+  would be stored and ignored: every key must be a field of its group's schema
+  (the schema of a group option is found by its `_target_`), and the nearest
+  field is suggested.
+- No number in a config may be NaN or infinite (`optim.lr=inf`).
+- The optimizer's, scheduler's and synthetic data's own ranges, so that a bad
+  value is one line naming the key, not torch's traceback from deep inside.
+
+Each check takes the config as plain containers (`OmegaConf.to_container`): walking
+OmegaConf nodes costs ten times as much.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import math
+from typing import Any, get_type_hints
+
+from seedbed.runs.errors import ConfigError
+
+
+@functools.cache
+def _schema_fields(schema: type) -> dict[str, Any]:
+    """{field name: its dataclass type, or None} of the dataclass `schema`."""
+    hints = get_type_hints(schema)
+    result = {}
+    for f in dataclasses.fields(schema):
+        nested = [t for t in getattr(hints[f.name], "__args__", (hints[f.name],))]
+        result[f.name] = next((t for t in nested if dataclasses.is_dataclass(t)), None)
+    return result
+
+
+def check_keys(node: dict, schema: type, where: str) -> None:
+    """Refuse a key of `node` that `schema` does not declare, suggesting the nearest one."""
+    known = _schema_fields(schema)
+    for key in node:
+        key = str(key)
+        name = f"{where}.{key}"
+        if key not in known:
+            near = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+            hint = f"did you mean {where}.{near[0]}? " if near else ""
+            allowed = ", ".join(k for k in known if not k.startswith("_"))
+            raise ConfigError(name, node[key], f"a key of {where}: {hint}({allowed})")
+        value = node[key]
+        if known[key] is not None and isinstance(value, dict):
+            check_keys(value, known[key], name)
+
+
+def check_group_keys(cfg: dict, schema: type, options: dict[str, dict]) -> None:
+    """Every group's keys against its schema: the groups `schema` types by their own
+    dataclass, the others (`options`: group -> {option: schema}) by the one with their
+    `_target_`."""
+    for group, typed in _schema_fields(schema).items():
+        if typed is not None and isinstance(cfg.get(group), dict):
+            check_keys(cfg[group], typed, group)
+    for group, schemas in options.items():
+        node = cfg.get(group)
+        if not isinstance(node, dict):
+            continue
+        target = node.get("_target_")
+        by_target = [s for s in schemas.values() if _default_target(s) == target]
+        if len(by_target) == 1:  # a user's own component: its schema is its own business
+            check_keys(node, by_target[0], group)
+
+
+def _default_target(schema: type) -> Any:
+    for f in dataclasses.fields(schema):
+        if f.name == "_target_":
+            return f.default
+    return None
+
+
+def check_finite(node: Any, where: str = "") -> None:
+    """No NaN or infinity anywhere: they pass every `> 0` test the wrong way or silently."""
+    if isinstance(node, dict):
+        for key in node:
+            check_finite(node[key], f"{where}.{key}" if where else str(key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            check_finite(value, f"{where}[{index}]")
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise ConfigError(where, node, "a finite number")
+
+
+def _at_least(node: dict, group: str, key: str, low: float, strict: bool = False) -> None:
+    value = node.get(key)
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    if value < low or (strict and value == low):
+        raise ConfigError(f"{group}.{key}", value, f"a number {'>' if strict else '>='} {low:g}")
+
+
+def check_components(cfg: dict) -> None:
+    """The ranges the optimizer, the scheduler and the synthetic data need."""
+    optim, sched, data = cfg.get("optim"), cfg.get("sched"), cfg.get("data")
+    if isinstance(optim, dict):
+        for key in ("momentum", "weight_decay"):
+            _at_least(optim, "optim", key, 0.0)
+        _at_least(optim, "optim", "eps", 0.0, strict=True)
+        betas = optim.get("betas")
+        if betas is not None:
+            ok = len(betas) == 2 and all(isinstance(b, int | float) and 0 <= b < 1 for b in betas)
+            if not ok:
+                raise ConfigError("optim.betas", list(betas), "two numbers in [0, 1)")
+    if isinstance(sched, dict):
+        for key in ("T_max", "step_size", "gamma"):
+            _at_least(sched, "sched", key, 0, strict=True)
+        _at_least(sched, "sched", "eta_min", 0.0)
+    if isinstance(data, dict):
+        _at_least(data, "data", "n_classes", 2)
+        for key in ("n_samples", "n_features", "n_targets", "channels", "size"):
+            _at_least(data, "data", key, 1)
+        for key in ("class_sep", "noise"):
+            _at_least(data, "data", key, 0.0)
+        _check_samples(data)
+
+
+def _check_samples(data: dict) -> None:
+    """Enough samples for a validation split, a test split and at least one to train on."""
+    n, val, test = data.get("n_samples"), data.get("val_fraction"), data.get("test_fraction")
+    if not isinstance(n, int) or not isinstance(val, float | int) or val <= 0:
+        return
+    held_out = max(1, round(n * val)) + (max(1, round(n * test)) if test else 0)
+    if n - held_out < 1:
+        raise ConfigError(
+            "data.n_samples",
+            n,
+            f"an int above the {held_out} held out for validation and test (val_fraction "
+            f"{val:g}, test_fraction {test or 0:g}): training needs samples",
+        )
