@@ -192,7 +192,8 @@ class _HoldHydraJobLine:
     PREFIX = "Error executing job with overrides:"
 
     def __init__(self, stream: Any) -> None:
-        self.stream, self.held = stream, []
+        self.stream = stream
+        self.held: list[str] = []
 
     def write(self, text: str) -> int:
         if text.startswith(self.PREFIX):

@@ -83,5 +83,5 @@ def error_line(error: BaseException) -> str:
         return f"{key}: {message}" if key else message
     if isinstance(error, HydraException):
         return _one_line(str(error))
-    first = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {first[0] if first else ''}".rstrip(": ")
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
