@@ -4,15 +4,13 @@ verify reruns any kind of run, loggers continue a resumed run, the image has wha
 from __future__ import annotations
 
 import glob
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from helpers import ROOT, SMALL, read_run, run_cli, run_train, train_in_process
+from helpers import ROOT, SMALL, read_run, run_cli, run_python, run_train, train_in_process
 
 from seedbed.config import CONFIG_DIR
 from seedbed.runs.launchers import available_cores
@@ -63,10 +61,7 @@ def test_compose_api_works_as_lightning_hydra_templates_tests_do(tmp_path):
         run_training(cfg, "run")
         """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_python("-c", script, cwd=tmp_path)
     record = read_run(tmp_path / "run")
     assert record["status"] == "completed"
     assert f"weights sha256: {record['weights_sha256']}" in result.stdout
@@ -97,12 +92,8 @@ def test_verify_against_a_run_resumed_twice_with_relative_paths_from_elsewhere(t
         run_train(run_dir, f"resume={run_dir / 'checkpoints' / checkpoint}")
     assert len(read_run(run_dir)["resumes"]) == 2
 
-    result = subprocess.run(
-        [sys.executable, "-m", "seedbed.tools.verify", "--against", str(run_dir)],
-        cwd=elsewhere,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_python(
+        "-m", "seedbed.tools.verify", "--against", str(run_dir), cwd=elsewhere, check=False
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "identical" in result.stdout

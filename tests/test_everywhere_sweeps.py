@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, read_run, run_train
+from helpers import ROOT, read_run, run_multirun, run_python, run_train
 
 from seedbed.runs.launchers import available_cores
 
@@ -25,15 +25,7 @@ pytestmark = pytest.mark.slow
 def multirun(sweep_dir: Path, *overrides: str) -> list[dict]:
     """`python train.py -m hydra.sweep.dir=<sweep_dir> seed=0,1 <CASE> <overrides>`: the jobs'
     run.json, in seed order."""
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "-m", f"hydra.sweep.dir={sweep_dir}"]
-        + ["seed=" + ",".join(map(str, SEEDS)), *CASE, *overrides],
-        cwd=sweep_dir.parent,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_multirun(sweep_dir, "seed=" + ",".join(map(str, SEEDS)), *CASE, *overrides, timeout=600)
     jobs = sorted((p for p in sweep_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
     records = [read_run(job) for job in jobs]
     assert [r["seeds"]["seed"] for r in records] == list(SEEDS)
@@ -65,11 +57,13 @@ def test_a_joblib_job_gives_the_weights_of_the_seed_alone(alone, tmp_path):
     # ... and `verify --against` the job, from another directory, reproduces it.
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    result = subprocess.run(
-        [sys.executable, "-m", "seedbed.tools.verify", "--against", str(sweep / "1")],
+    result = run_python(
+        "-m",
+        "seedbed.tools.verify",
+        "--against",
+        str(sweep / "1"),
         cwd=elsewhere,
-        capture_output=True,
-        text=True,
+        check=False,
         timeout=600,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
