@@ -58,6 +58,11 @@ def run_python(
     return result
 
 
+def run_git(repo: Path, *args: str) -> None:
+    """`git -C <repo> <args>`, failing the test if git does."""
+    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+
+
 def run_train(run_dir: Path, *overrides: str, **options: Any) -> subprocess.CompletedProcess:
     """`python train.py hydra.run.dir=<run_dir> <overrides>` in a fresh process."""
     return run_python(TRAIN, f"hydra.run.dir={run_dir}", *overrides, cwd=run_dir.parent, **options)

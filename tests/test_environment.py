@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import secrets
-import subprocess
 from importlib import metadata
 
 import pytest
 import torch
-from helpers import SMALL, read_run, run_train
+from helpers import SMALL, read_run, run_git, run_train
 
 from seedbed.runs.environment import ENV_VARS, code_state
 
@@ -81,18 +80,14 @@ def test_outside_a_git_checkout_the_record_says_so(tmp_path):
     assert patch == ""
 
 
-def _git(repo, *args):
-    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
-
-
 def test_code_patch_recreates_the_code_that_ran_and_skips_untracked_secrets(tmp_path):
     repo, clone = tmp_path / "repo", tmp_path / "clone"
     repo.mkdir()
-    _git(repo, "init", "-q")
+    run_git(repo, "init", "-q")
     (repo / "model.py").write_text("width = 1\n")
     (repo / "unchanged.py").write_text("x = 0\n")
-    _git(repo, "add", ".")
-    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
+    run_git(repo, "add", ".")
+    run_git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
     (repo / "model.py").write_text("width = 2\n")
     (repo / "new_layer.py").write_text("layers = 3\n")
     (repo / ".env").write_text("AWS_SECRET_ACCESS_KEY=do-not-record\n")
@@ -103,19 +98,19 @@ def test_code_patch_recreates_the_code_that_ran_and_skips_untracked_secrets(tmp_
     assert git["untracked_not_in_patch"] == [".env"]
     assert "do-not-record" not in patch
 
-    _git(tmp_path, "clone", "-q", str(repo), str(clone))
-    _git(clone, "checkout", "-q", git["commit"])
+    run_git(tmp_path, "clone", "-q", str(repo), str(clone))
+    run_git(clone, "checkout", "-q", git["commit"])
     (tmp_path / "code.patch").write_text(patch)
-    _git(clone, "apply", str(tmp_path / "code.patch"))
+    run_git(clone, "apply", str(tmp_path / "code.patch"))
     for name in ("model.py", "new_layer.py", "unchanged.py"):
         assert (clone / name).read_text() == (repo / name).read_text(), name
-    _git(repo, "diff", "--quiet", "--cached")  # the real index was not touched
+    run_git(repo, "diff", "--quiet", "--cached")  # the real index was not touched
 
 
 def test_a_clean_checkout_is_not_dirty_and_has_no_patch(tmp_path):
-    _git(tmp_path, "init", "-q")
+    run_git(tmp_path, "init", "-q")
     (tmp_path / "a.py").write_text("a = 1\n")
-    _git(tmp_path, "add", ".")
-    _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
+    run_git(tmp_path, "add", ".")
+    run_git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
     git, patch = code_state(tmp_path)
     assert git["dirty"] is False and git["patch"] is None and patch == ""

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ROOT, read_run, run_cli, train_in_process
+from helpers import ROOT, read_run, run_cli, run_git, train_in_process
 from hydra.utils import instantiate
 from test_bad_inputs import TINY, _in_process, _only_checkpoint
 
@@ -225,20 +225,16 @@ def test_json_files_hold_null_for_nan_and_infinity(tmp_path):
     assert data["final_metrics"] == {"val/loss": None, "x": [None]}
 
 
-def _git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
-
-
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_code_patch_copies_untracked_source_but_never_a_secret(tmp_path):
     repo = tmp_path / "repo"
     repo.mkdir()
-    _git(repo, "init", "-q")
-    _git(repo, "config", "user.email", "t@example.org")
-    _git(repo, "config", "user.name", "t")
+    run_git(repo, "init", "-q")
+    run_git(repo, "config", "user.email", "t@example.org")
+    run_git(repo, "config", "user.name", "t")
     (repo / ".gitignore").write_text("ignored.py\n")
-    _git(repo, "add", ".gitignore")
-    _git(repo, "commit", "-qm", "start")
+    run_git(repo, "add", ".gitignore")
+    run_git(repo, "commit", "-qm", "start")
     files = {
         "model_v2.py": "print('new code')\n",
         "secrets.yaml": "password: hunter2\n",
