@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from seedbed.runs.launchers import available_cores
+from seedbed.core.launchers import available_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 

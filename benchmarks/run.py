@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from seedbed.runs.determinism import set_determinism
+from seedbed.core.determinism import set_determinism
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))

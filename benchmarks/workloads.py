@@ -33,10 +33,10 @@ from seedbed.init import init_weights
 from seedbed.loop import LoopState, fit
 from seedbed.optim import build_optimizer
 from seedbed.precision import build_precision
-from seedbed.runs.checkpoint import Checkpointer
-from seedbed.runs.determinism import set_determinism
-from seedbed.runs.record import MetricsLog
-from seedbed.runs.seeding import seed_everything
+from seedbed.core.checkpoint import Checkpointer
+from seedbed.core.determinism import set_determinism
+from seedbed.core.record import MetricsLog
+from seedbed.core.seeding import seed_everything
 from seedbed.runs.session import run_training
 from seedbed.task import Task
 from seedbed.train import build_task

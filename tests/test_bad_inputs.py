@@ -23,8 +23,8 @@ import pytest
 from helpers import read_run, run_cli, train_in_process
 
 from seedbed import evaluate
-from seedbed.runs.checkpoint import load_checkpoint, save_checkpoint
-from seedbed.runs.lock import RunLock
+from seedbed.core.checkpoint import load_checkpoint, save_checkpoint
+from seedbed.core.lock import RunLock
 from seedbed.tools import compare, summarize, verify
 
 TINY = [

@@ -226,7 +226,7 @@ def test_npz_data_trains(tmp_path, npz_file):
 
 
 def test_non_finite_loss_stops_with_a_clear_error(tmp_path):
-    from seedbed.runs.errors import SeedbedError
+    from seedbed.core.errors import SeedbedError
     from seedbed.runs.session import run_training as train
 
     cfg = compose_config("data.n_samples=256", "optim.lr=1e30", "trainer.log_every=2")

@@ -23,7 +23,7 @@ from hydra.utils import instantiate
 
 from seedbed.data.arrays import split_indices
 from seedbed.data.npz import npz_dataset
-from seedbed.runs.errors import ConfigError
+from seedbed.core.errors import ConfigError
 from seedbed.tools.compare import compare_runs
 
 

@@ -14,7 +14,7 @@ from helpers import compose_config, read_run, run_cli, run_train, train_in_proce
 from hydra.utils import instantiate
 
 from seedbed.data.arrays import split_indices
-from seedbed.runs.interrupts import TEST_SIGNAL_ENV
+from seedbed.core.interrupts import TEST_SIGNAL_ENV
 
 try:  # torchvision is an optional extra; an unusable install skips these tests
     from seedbed.data.vision import torchvision

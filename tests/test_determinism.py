@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from seedbed.runs.determinism import set_determinism
+from seedbed.core.determinism import set_determinism
 
 
 @pytest.fixture(autouse=True)

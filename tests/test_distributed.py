@@ -7,8 +7,8 @@ import torch
 from helpers import TINY, read_run, run_multirun, torchrun
 
 from seedbed.data.loader import EpochBatchSampler
-from seedbed.runs.checkpoint import load_checkpoint
-from seedbed.runs.seeding import SHARED_STREAMS, STREAMS, derive_seeds, rank_streams
+from seedbed.core.checkpoint import load_checkpoint
+from seedbed.core.seeding import SHARED_STREAMS, STREAMS, derive_seeds, rank_streams
 
 
 def test_ranks_share_one_permutation_and_split_it_like_distributed_sampler():

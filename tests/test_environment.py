@@ -10,7 +10,7 @@ import pytest
 import torch
 from helpers import SMALL, read_run, run_git, run_train
 
-from seedbed.runs.environment import ENV_VARS, code_state
+from seedbed.core.environment import ENV_VARS, code_state
 
 
 @pytest.fixture(scope="module")

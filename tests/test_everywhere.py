@@ -13,8 +13,8 @@ import yaml
 from helpers import ROOT, SMALL, read_run, run_cli, run_python, run_train, train_in_process
 
 from seedbed.config import CONFIG_DIR
-from seedbed.runs.launchers import available_cores
-from seedbed.runs.record import read_metrics
+from seedbed.core.launchers import available_cores
+from seedbed.core.record import read_metrics
 
 # A checkpoint every 5 steps, all kept (SMALL: 15 steps an epoch, 30 in all).
 CKPT = ["checkpoint.every_steps=5", "checkpoint.keep_last=null"]
@@ -32,7 +32,7 @@ def test_the_thread_count_is_in_the_resolved_config(tmp_path):
 
 
 def test_a_sweep_that_would_oversubscribe_the_cores_says_so(monkeypatch):
-    from seedbed.runs import launchers
+    from seedbed.core import launchers
 
     monkeypatch.setattr(launchers, "available_cores", lambda: 2)
     monkeypatch.setattr(launchers, "parallel_jobs", lambda: 2)

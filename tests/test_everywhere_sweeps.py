@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from helpers import ROOT, read_run, run_multirun, run_python, run_train
 
-from seedbed.runs.launchers import available_cores
+from seedbed.core.launchers import available_cores
 
 # The CNN: its convolutions give other bits with another thread count (the MLP's kernels, at
 # these sizes, happen not to), so this is where a per-launcher thread count would show.

@@ -22,13 +22,13 @@ from test_bad_inputs import TINY, _in_process, _only_checkpoint
 
 from seedbed import evaluate
 from seedbed.loop import NonFiniteLoss
-from seedbed.runs.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from seedbed.runs.environment import code_state
-from seedbed.runs.errors import ConfigError, SeedbedError
-from seedbed.runs.interrupts import ImmediateStop, TrainingInterrupted
-from seedbed.runs.lock import RunLock, RunLocked
-from seedbed.runs.record import RunRecord
-from seedbed.runs.targets import UntrustedTarget, check_targets
+from seedbed.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from seedbed.core.environment import code_state
+from seedbed.core.errors import ConfigError, SeedbedError
+from seedbed.core.interrupts import ImmediateStop, TrainingInterrupted
+from seedbed.core.lock import RunLock, RunLocked
+from seedbed.core.record import RunRecord
+from seedbed.core.targets import UntrustedTarget, check_targets
 from seedbed.tools import verify
 
 
@@ -150,7 +150,7 @@ def test_a_second_writer_is_refused_naming_the_first_and_a_dead_ones_lock_is_tak
         [
             sys.executable,
             "-c",
-            "import sys, time; from seedbed.runs.lock import RunLock; "
+            "import sys, time; from seedbed.core.lock import RunLock; "
             f"RunLock({str(tmp_path)!r}).acquire(); print('held', flush=True); time.sleep(60)",
         ],
         stdout=subprocess.PIPE,

@@ -10,9 +10,9 @@ import pytest
 import yaml
 from helpers import SMALL, read_run, run_train
 
-from seedbed.runs.errors import SeedbedError
-from seedbed.runs.loggers import check_logger_packages
-from seedbed.runs.record import read_metrics
+from seedbed.core.errors import SeedbedError
+from seedbed.core.loggers import check_logger_packages
+from seedbed.core.record import read_metrics
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def test_mlflow_telemetry_is_off_unless_asked(tmp_path, monkeypatch, telemetry):
     pytest.importorskip("mlflow")
     import mlflow.tracking
 
-    from seedbed.runs.loggers import MlflowLogger
+    from seedbed.core.loggers import MlflowLogger
 
     seen = {}
 

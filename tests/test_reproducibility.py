@@ -10,8 +10,8 @@ from hydra.utils import instantiate
 from seedbed.data.arrays import sample_rng
 from seedbed.data.loader import build_batches
 from seedbed.init import init_weights
-from seedbed.runs.record import read_metrics
-from seedbed.runs.seeding import derive_seeds, seed_everything
+from seedbed.core.record import read_metrics
+from seedbed.core.seeding import derive_seeds, seed_everything
 from seedbed.runs.session import run_training as train
 from seedbed.train import build_task
 

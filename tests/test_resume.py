@@ -25,10 +25,10 @@ from helpers import (
     train_in_process,
 )
 
-from seedbed.runs.checkpoint import TRAILER_SIZE, CheckpointError, load_checkpoint, to_cpu
-from seedbed.runs.errors import SeedbedError
-from seedbed.runs.interrupts import TEST_SIGNAL_ENV, GracefulStop, ImmediateStop
-from seedbed.runs.record import read_metrics
+from seedbed.core.checkpoint import TRAILER_SIZE, CheckpointError, load_checkpoint, to_cpu
+from seedbed.core.errors import SeedbedError
+from seedbed.core.interrupts import TEST_SIGNAL_ENV, GracefulStop, ImmediateStop
+from seedbed.core.record import read_metrics
 from seedbed.runs.resume import is_safe_on_resume
 
 # A checkpoint every 5 steps, all kept: 13 batches an epoch, 26 steps, losses logged every 4.

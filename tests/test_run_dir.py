@@ -11,8 +11,8 @@ import torch
 import yaml
 from helpers import ROOT, SMALL, read_run, run_train
 
-from seedbed.runs.checkpoint import load_checkpoint
-from seedbed.runs.record import loss_series_sha256, read_metrics, weights_sha256
+from seedbed.core.checkpoint import load_checkpoint
+from seedbed.core.record import loss_series_sha256, read_metrics, weights_sha256
 
 
 @pytest.mark.slow

@@ -18,10 +18,10 @@ from seedbed.data.loader import build_batches
 from seedbed.data.npz import npz_dataset
 from seedbed.evaluate import evaluate_checkpoint
 from seedbed.loop import EarlyStopping, LoopState, fit
-from seedbed.runs.checkpoint import Checkpointer, load_checkpoint
-from seedbed.runs.interrupts import TEST_SIGNAL_ENV
-from seedbed.runs.record import MetricsLog, read_metrics, weights_sha256
-from seedbed.runs.seeding import seed_everything
+from seedbed.core.checkpoint import Checkpointer, load_checkpoint
+from seedbed.core.interrupts import TEST_SIGNAL_ENV
+from seedbed.core.record import MetricsLog, read_metrics, weights_sha256
+from seedbed.core.seeding import seed_everything
 from seedbed.runs.session import run_training
 from seedbed.task import Classification, Monitor, Regression
 

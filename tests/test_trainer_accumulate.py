@@ -19,8 +19,8 @@ from trainer_support import (
     weights,
 )
 
-from seedbed.runs.checkpoint import load_checkpoint
-from seedbed.runs.record import read_metrics
+from seedbed.core.checkpoint import load_checkpoint
+from seedbed.core.record import read_metrics
 
 # SMALL has 13 batches an epoch: windows of 4, 4, 4 and a last one of 1; 8 optimizer steps.
 ACCUMULATE = [*SMALL, "trainer.accumulate_grad_batches=4", SIGNALLING_LOSS]

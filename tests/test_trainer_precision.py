@@ -8,7 +8,7 @@ import torch
 from helpers import SMALL, read_run, run_cli, run_train, train_in_process
 from test_resume import CKPT, assert_same_run, run_killed
 
-from seedbed.runs.checkpoint import load_checkpoint, save_checkpoint
+from seedbed.core.checkpoint import load_checkpoint, save_checkpoint
 
 BF16 = [*SMALL, "trainer.precision=bf16-mixed", *CKPT]
 NEW_KEYS = ("precision", "accumulate_grad_batches", "compile", "compile_mode", "val_every_steps")

@@ -12,8 +12,8 @@ from test_resume import assert_same_run
 from trainer_support import stopped_by_sigterm_at_step
 
 from seedbed.optim import build_scheduler
-from seedbed.runs.errors import ConfigError, SeedbedError
-from seedbed.runs.record import read_metrics
+from seedbed.core.errors import ConfigError, SeedbedError
+from seedbed.core.record import read_metrics
 from seedbed.runs.resume import is_safe_on_resume
 
 LR = 0.05  # SGD's default

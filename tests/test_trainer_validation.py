@@ -7,8 +7,8 @@ from helpers import SMALL, read_run, run_cli, train_in_process
 from test_resume import assert_same_run
 from trainer_support import stopped_by_sigterm_at_step
 
-from seedbed.runs.checkpoint import load_checkpoint
-from seedbed.runs.record import read_metrics
+from seedbed.core.checkpoint import load_checkpoint
+from seedbed.core.record import read_metrics
 
 EVERY_5 = [*SMALL, "trainer.val_every_steps=5"]
 

@@ -10,8 +10,8 @@ import shutil
 import pytest
 from helpers import SMALL, run_train
 
-from seedbed.runs.checkpoint import load_checkpoint
-from seedbed.runs.record import read_metrics
+from seedbed.core.checkpoint import load_checkpoint
+from seedbed.core.record import read_metrics
 from seedbed.tools.compare import compare_runs
 from seedbed.tools.compare import main as compare_main
 from seedbed.tools.verify import main as verify_main

@@ -10,7 +10,7 @@ import pytest
 import torch
 from helpers import train_in_process
 
-from seedbed.runs.interrupts import TEST_SIGNAL_ENV, TrainingInterrupted
+from seedbed.core.interrupts import TEST_SIGNAL_ENV, TrainingInterrupted
 
 # tests/ on the path of a train.py subprocess, so that its config can name SignallingLoss.
 TESTS_DIR = str(Path(__file__).resolve().parent)
@@ -51,6 +51,6 @@ def stopped_by_sigterm_at_step(
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
     """The final model weights of a finished run (its last checkpoint)."""
-    from seedbed.runs.checkpoint import load_checkpoint
+    from seedbed.core.checkpoint import load_checkpoint
 
     return load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]

@@ -22,8 +22,8 @@ from seedbed.compile import COMPILE_MODES
 from seedbed.data.normalize import MODES as NORMALIZE_MODES
 from seedbed.init import FAN_MODES, SCHEMES
 from seedbed.precision import PRECISIONS
-from seedbed.runs.determinism import MODES as DETERMINISM_MODES
-from seedbed.runs.errors import ConfigError
+from seedbed.core.determinism import MODES as DETERMINISM_MODES
+from seedbed.core.errors import ConfigError
 from seedbed.validation import check_components, check_finite, check_group_keys
 
 SEED_MAX = 2**32 - 1

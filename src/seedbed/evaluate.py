@@ -23,14 +23,14 @@ from omegaconf.errors import OmegaConfBaseException
 
 from seedbed.data.loader import eval_batches
 from seedbed.loop import evaluate
-from seedbed.runs.checkpoint import load_checkpoint
-from seedbed.runs.determinism import set_determinism
-from seedbed.runs.device import resolve_device
-from seedbed.runs.errors import EXIT_USER_ERROR, ConfigError, SeedbedError, error_line
-from seedbed.runs.files import atomic_write
-from seedbed.runs.record import RUN_FILE, read_json, to_json, weights_sha256
+from seedbed.core.checkpoint import load_checkpoint
+from seedbed.core.determinism import set_determinism
+from seedbed.core.device import resolve_device
+from seedbed.core.errors import EXIT_USER_ERROR, ConfigError, SeedbedError, error_line
+from seedbed.core.files import atomic_write
+from seedbed.core.record import RUN_FILE, read_json, to_json, weights_sha256
 from seedbed.runs.resume import run_dir_of
-from seedbed.runs.targets import check_targets
+from seedbed.core.targets import check_targets
 from seedbed.train import build_task
 
 SPLITS = ("val", "train", "test")

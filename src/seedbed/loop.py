@@ -31,8 +31,8 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from seedbed.data.loader import EpochBatches
 from seedbed.precision import Precision
-from seedbed.runs.errors import SeedbedError
-from seedbed.runs.record import MetricsLog
+from seedbed.core.errors import SeedbedError
+from seedbed.core.record import MetricsLog
 from seedbed.task import Monitor, Task
 
 log = logging.getLogger(__name__)

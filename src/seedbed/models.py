@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from seedbed.runs.errors import ConfigError
+from seedbed.core.errors import ConfigError
 
 
 class MLP(nn.Module):

@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, ReduceLROnPlateau
 
-from seedbed.runs.errors import ConfigError
+from seedbed.core.errors import ConfigError
 from seedbed.runs.resume import RUN_LENGTH_KEYS  # one list: resume refuses new epochs for them
 from seedbed.task import Monitor
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from seedbed.runs.errors import ConfigError
+from seedbed.core.errors import ConfigError
 
 DTYPES = {"32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 PRECISIONS = tuple(DTYPES)

@@ -23,7 +23,7 @@ from hydra.utils import instantiate
 from torch import Tensor, nn
 
 from seedbed.data.arrays import DataSplits
-from seedbed.runs.errors import ConfigError
+from seedbed.core.errors import ConfigError
 
 # Bounds what a label may be before it sizes the model's output layer: a stray id of 10**9
 # must be one clear line, not a 512 GB allocation.

@@ -20,7 +20,7 @@ import functools
 import math
 from typing import Any, get_type_hints
 
-from seedbed.runs.errors import ConfigError
+from seedbed.core.errors import ConfigError
 
 
 @functools.cache

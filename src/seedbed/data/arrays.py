@@ -16,8 +16,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from seedbed.runs.errors import ConfigError
-from seedbed.runs.seeding import child_seed
+from seedbed.core.errors import ConfigError
+from seedbed.core.seeding import child_seed
 
 
 @dataclass(frozen=True)

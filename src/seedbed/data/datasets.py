@@ -29,7 +29,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, Subset, get_worker_info
 
 from seedbed.data.arrays import DataSplits
-from seedbed.runs.errors import SeedbedError
+from seedbed.core.errors import SeedbedError
 
 _MASK = (1 << 64) - 1
 _current_seed: int | None = None

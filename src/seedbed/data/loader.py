@@ -18,9 +18,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
 
 from seedbed.data.arrays import ArrayDataset, DataSplits
-from seedbed.runs.errors import ConfigError
-from seedbed.runs.launchers import dataloader_context
-from seedbed.runs.seeding import Seeds, child_seed
+from seedbed.core.errors import ConfigError
+from seedbed.core.launchers import dataloader_context
+from seedbed.core.seeding import Seeds, child_seed
 
 
 def epoch_permutation(seed: int, epoch: int, n: int) -> Tensor:

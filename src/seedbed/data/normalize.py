@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from seedbed.runs.errors import ConfigError
+from seedbed.core.errors import ConfigError
 
 MODES = ("standard", "none")
 # Features that are constant on the training split keep their scale instead of dividing by 0.

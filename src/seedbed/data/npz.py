@@ -16,7 +16,7 @@ import numpy as np
 from seedbed.data.arrays import ArrayDataset, DataSplits, as_tensors, build_augment, make_splits
 from seedbed.data.fingerprint import file_sha256
 from seedbed.data.normalize import Normalization, check_mode, scale_integers
-from seedbed.runs.errors import ConfigError
+from seedbed.core.errors import ConfigError
 
 NPZ_ARRAYS = ("x", "y", "x_val", "y_val", "x_test", "y_test")
 

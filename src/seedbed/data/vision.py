@@ -25,7 +25,7 @@ from torch.utils.data import Dataset, Subset
 from seedbed.data.arrays import DataSplits, split_indices
 from seedbed.data.datasets import KeyedDataset, check_transforms
 from seedbed.data.fingerprint import folder_fingerprint
-from seedbed.runs.errors import ConfigError, SeedbedError
+from seedbed.core.errors import ConfigError, SeedbedError
 
 MNIST_STATS = ([0.1307], [0.3081])
 CIFAR10_STATS = ([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616])

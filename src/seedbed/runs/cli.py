@@ -29,12 +29,12 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from seedbed.config import CONFIG_DIR, register_configs, run_name
-from seedbed.runs.distributed import launched_rank
-from seedbed.runs.errors import EXIT_USER_ERROR, ConfigError, SeedbedError, error_line
-from seedbed.runs.files import refuse_links
-from seedbed.runs.interrupts import TrainingInterrupted, exit_status
-from seedbed.runs.lock import RunLock
-from seedbed.runs.record import RUN_FILE, RunRecord, command_line
+from seedbed.core.distributed import launched_rank
+from seedbed.core.errors import EXIT_USER_ERROR, ConfigError, SeedbedError, error_line
+from seedbed.core.files import refuse_links
+from seedbed.core.interrupts import TrainingInterrupted, exit_status
+from seedbed.core.lock import RunLock
+from seedbed.core.record import RUN_FILE, RunRecord, command_line
 from seedbed.runs.resume import restartable, run_dir_of
 from seedbed.runs.session import run_training
 

@@ -23,18 +23,18 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from seedbed.config import TrainConfig, flatten
-from seedbed.runs.checkpoint import (
+from seedbed.core.checkpoint import (
     CheckpointError,
     load_checkpoint,
     point_link,
     step_files,
 )
-from seedbed.runs.environment import ENVIRONMENT_FILE
-from seedbed.runs.errors import ConfigError, SeedbedError
-from seedbed.runs.files import open_nofollow
-from seedbed.runs.interrupts import epoch_position
-from seedbed.runs.record import METRICS_FILE, RUN_FILE, read_json
-from seedbed.runs.targets import check_targets
+from seedbed.core.environment import ENVIRONMENT_FILE
+from seedbed.core.errors import ConfigError, SeedbedError
+from seedbed.core.files import open_nofollow
+from seedbed.core.interrupts import epoch_position
+from seedbed.core.record import METRICS_FILE, RUN_FILE, read_json
+from seedbed.core.targets import check_targets
 
 log = logging.getLogger(__name__)
 

@@ -35,10 +35,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from seedbed.config import validate
-from seedbed.runs.checkpoint import Checkpointer, Stateful
-from seedbed.runs.determinism import set_determinism
-from seedbed.runs.device import resolve_device
-from seedbed.runs.distributed import (
+from seedbed.core.checkpoint import Checkpointer, Stateful
+from seedbed.core.determinism import set_determinism
+from seedbed.core.device import resolve_device
+from seedbed.core.distributed import (
     RankInfo,
     agree_on_signal,
     gather_rng_states,
@@ -47,25 +47,25 @@ from seedbed.runs.distributed import (
     rank_device,
     teardown_distributed,
 )
-from seedbed.runs.environment import ENVIRONMENT_FILE, read_environment, write_environment
-from seedbed.runs.errors import SeedbedError, error_line, refused_arguments, user_error
-from seedbed.runs.files import refuse_links, remove_temporary_files
-from seedbed.runs.interrupts import (
+from seedbed.core.environment import ENVIRONMENT_FILE, read_environment, write_environment
+from seedbed.core.errors import SeedbedError, error_line, refused_arguments, user_error
+from seedbed.core.files import refuse_links, remove_temporary_files
+from seedbed.core.interrupts import (
     GracefulStop,
     TrainingInterrupted,
     epoch_position,
     signal_hook_for_tests,
 )
-from seedbed.runs.launchers import oversubscription, parallel_jobs, with_threads_resolved
-from seedbed.runs.lock import RunLock
-from seedbed.runs.loggers import (
+from seedbed.core.launchers import oversubscription, parallel_jobs, with_threads_resolved
+from seedbed.core.lock import RunLock
+from seedbed.core.loggers import (
     AllLoggers,
     build_loggers,
     check_logger_packages,
     logger_record,
 )
-from seedbed.runs.outside_hydra import job_logging, without_hydra
-from seedbed.runs.record import (
+from seedbed.core.outside_hydra import job_logging, without_hydra
+from seedbed.core.record import (
     METRICS_FILE,
     RUN_FILE,
     MetricsLog,
@@ -82,7 +82,7 @@ from seedbed.runs.resume import (
     restartable,
     rewind_run_dir,
 )
-from seedbed.runs.seeding import Seeds, capture_rng_states, restore_rng_states, seed_everything
+from seedbed.core.seeding import Seeds, capture_rng_states, restore_rng_states, seed_everything
 
 log = logging.getLogger("seedbed")
 

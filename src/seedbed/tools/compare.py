@@ -23,10 +23,10 @@ import torch
 import yaml
 
 from seedbed.config import flatten
-from seedbed.runs.checkpoint import load_checkpoint
-from seedbed.runs.environment import read_environment
-from seedbed.runs.errors import EXIT_USER_ERROR, SeedbedError
-from seedbed.runs.record import CONFIG_FILE, METRICS_FILE, RUN_FILE, read_json, read_metrics
+from seedbed.core.checkpoint import load_checkpoint
+from seedbed.core.environment import read_environment
+from seedbed.core.errors import EXIT_USER_ERROR, SeedbedError
+from seedbed.core.record import CONFIG_FILE, METRICS_FILE, RUN_FILE, read_json, read_metrics
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
 EXIT_DIFFERENT = 1

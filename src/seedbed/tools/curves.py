@@ -12,8 +12,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from seedbed.runs.files import atomic_write
-from seedbed.runs.record import METRICS_FILE, read_metrics
+from seedbed.core.files import atomic_write
+from seedbed.core.record import METRICS_FILE, read_metrics
 
 CURVES_PNG = "curves.png"
 # Up to this many epochs every point is marked and every epoch has its own tick.

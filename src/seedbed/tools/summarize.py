@@ -33,9 +33,9 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from seedbed.runs.errors import EXIT_USER_ERROR, SeedbedError
-from seedbed.runs.files import atomic_write
-from seedbed.runs.record import CONFIG_FILE, RUN_FILE, read_json
+from seedbed.core.errors import EXIT_USER_ERROR, SeedbedError
+from seedbed.core.files import atomic_write
+from seedbed.core.record import CONFIG_FILE, RUN_FILE, read_json
 from seedbed.tools.curves import CURVES_PNG, plot_curves
 from seedbed.tools.stats import describe, t_quantile  # noqa: F401 (tests import t_quantile)
 

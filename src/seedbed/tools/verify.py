@@ -24,9 +24,9 @@ from pathlib import Path
 import yaml
 
 from seedbed.config import CONFIG_DIR, run_name
-from seedbed.runs.errors import EXIT_USER_ERROR, SeedbedError
-from seedbed.runs.record import CONFIG_FILE, RUN_FILE, read_json
-from seedbed.runs.targets import check_targets
+from seedbed.core.errors import EXIT_USER_ERROR, SeedbedError
+from seedbed.core.record import CONFIG_FILE, RUN_FILE, read_json
+from seedbed.core.targets import check_targets
 from seedbed.tools.compare import (
     EXIT_DIFFERENT,
     check_run_dir,

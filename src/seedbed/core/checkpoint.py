@@ -31,8 +31,8 @@ from typing import Any, Protocol
 
 import torch
 
-from seedbed.runs.errors import SeedbedError
-from seedbed.runs.files import atomic_write, fsync_dir
+from seedbed.core.errors import SeedbedError
+from seedbed.core.files import atomic_write, fsync_dir
 
 log = logging.getLogger(__name__)
 

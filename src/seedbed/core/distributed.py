@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from seedbed.runs.errors import ConfigError
-from seedbed.runs.seeding import capture_rng_states
+from seedbed.core.errors import ConfigError
+from seedbed.core.seeding import capture_rng_states
 
 
 @dataclass(frozen=True)

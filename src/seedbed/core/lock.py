@@ -17,7 +17,7 @@ import os
 import socket
 from pathlib import Path
 
-from seedbed.runs.errors import SeedbedError
+from seedbed.core.errors import SeedbedError
 
 LOCK_FILE = ".lock"
 _held: set[int] = set()  # this process's lock descriptors

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from seedbed.runs.errors import SeedbedError
+from seedbed.core.errors import SeedbedError
 
 log = logging.getLogger(__name__)
 

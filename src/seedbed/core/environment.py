@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from seedbed.runs.record import read_json
+from seedbed.core.record import read_json
 
 ENVIRONMENT_FILE = "environment.json"
 REQUIREMENTS_FILE = "requirements.txt"
@@ -327,5 +327,5 @@ def read_environment(run_dir: str | Path) -> dict[str, Any]:
     return read_json(path) if path.exists() else {}
 
 
-if __name__ == "__main__":  # `python -m seedbed.runs.environment`: what a run here would record
+if __name__ == "__main__":  # `python -m seedbed.core.environment`: what a run here would record
     print(json.dumps(capture_environment()[0], indent=2))

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from omegaconf import DictConfig, OmegaConf
 
 from seedbed.config import flatten
-from seedbed.runs.errors import SeedbedError
+from seedbed.core.errors import SeedbedError
 
 # Keys of a record that say where it belongs rather than what was measured.
 POSITION_KEYS = ("kind", "epoch", "step")

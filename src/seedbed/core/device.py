@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from seedbed.runs.errors import ConfigError
+from seedbed.core.errors import ConfigError
 
 
 def resolve_device(name: str, key: str = "trainer.device") -> torch.device:

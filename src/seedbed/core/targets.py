@@ -18,7 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from seedbed.runs.errors import SeedbedError
+from seedbed.core.errors import SeedbedError
 
 # Module prefixes whose callables only build objects from their arguments.
 ALLOWED_PREFIXES = (

@@ -6,7 +6,7 @@
   final metrics and fingerprints of the final weights and of the loss series;
 - `metrics.jsonl`: one JSON object per line, appended as training goes;
 - `environment.json`, `requirements.txt`, `code.patch`: written by
-  `seedbed.runs.environment`, named in run.json's `environment` field.
+  `seedbed.core.environment`, named in run.json's `environment` field.
 
 `run.json` is rewritten atomically on every change, so a reader never sees
 half of it, and a crash leaves the last complete state.
@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from seedbed.runs.errors import SeedbedError
-from seedbed.runs.files import atomic_write, open_nofollow
+from seedbed.core.errors import SeedbedError
+from seedbed.core.files import atomic_write, open_nofollow
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"

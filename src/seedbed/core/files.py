@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from seedbed.runs.errors import SeedbedError
+from seedbed.core.errors import SeedbedError
 
 
 def atomic_write(path: str | os.PathLike, write: Any) -> None:
