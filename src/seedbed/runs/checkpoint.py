@@ -24,7 +24,6 @@ import logging
 import os
 import pickle
 import re
-import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,7 +31,7 @@ from typing import Any, Protocol
 import torch
 
 from seedbed.runs.errors import SeedbedError
-from seedbed.runs.files import atomic_write, fsync_dir
+from seedbed.runs.files import atomic_write, fsync_dir, open_regular
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +46,6 @@ class CheckpointError(SeedbedError):
 
 # A bound on what is read into memory, far above any model this template trains on a CPU.
 MAX_CHECKPOINT_BYTES = int(os.environ.get("SEEDBED_MAX_CHECKPOINT_BYTES", 8 * 2**30))
-
-
-def _open_regular(path: str, flags: int) -> int:
-    fd = os.open(path, flags | os.O_NONBLOCK)  # a FIFO opens at once instead of waiting
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise CheckpointError(f"checkpoint {path} is refused: not a regular file")
-    os.set_blocking(fd, True)
-    return fd
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
@@ -78,7 +68,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         # Read only a regular file, up to a bound: a received `last.pt` may be a link to
         # /dev/zero (read forever) or a FIFO (hangs on open).
-        with open(path, "rb", opener=_open_regular) as file:
+        with os.fdopen(open_regular(path, CheckpointError, "checkpoint "), "rb") as file:
             size = os.fstat(file.fileno()).st_size
             if size > MAX_CHECKPOINT_BYTES:
                 raise CheckpointError(

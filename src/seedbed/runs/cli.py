@@ -31,7 +31,7 @@ from omegaconf.errors import OmegaConfBaseException
 from seedbed.config import CONFIG_DIR, register_configs, run_name
 from seedbed.runs.distributed import launched_rank
 from seedbed.runs.errors import EXIT_USER_ERROR, ConfigError, SeedbedError, error_line
-from seedbed.runs.files import refuse_links
+from seedbed.runs.files import refuse_unsafe_run_files
 from seedbed.runs.interrupts import TrainingInterrupted, exit_status
 from seedbed.runs.lock import RunLock
 from seedbed.runs.record import RUN_FILE, RunRecord, command_line
@@ -179,7 +179,7 @@ def check_run_dir_before_hydra(args: list[str]) -> None:
                 f"directory; resume={run_dir} continues that one"
             )
     if run_dir.is_dir():
-        refuse_links(run_dir)
+        refuse_unsafe_run_files(run_dir)
         with RunLock(run_dir):
             pass  # refused now if another process writes it; the session takes it for good
 

@@ -49,7 +49,7 @@ from seedbed.runs.distributed import (
 )
 from seedbed.runs.environment import ENVIRONMENT_FILE, read_environment, write_environment
 from seedbed.runs.errors import SeedbedError, error_line, refused_arguments, user_error
-from seedbed.runs.files import refuse_links, remove_temporary_files
+from seedbed.runs.files import refuse_unsafe_run_files, remove_temporary_files
 from seedbed.runs.interrupts import (
     GracefulStop,
     TrainingInterrupted,
@@ -138,7 +138,7 @@ class RunSession:
     def _plan(self) -> None:
         """Check the run directory, and plan a resume, before anything in it is written."""
         if self.writes_run_dir:
-            refuse_links(self.run_dir)
+            refuse_unsafe_run_files(self.run_dir)
             for directory in (self.run_dir, self.run_dir / CHECKPOINT_DIR):
                 remove_temporary_files(directory)  # left by a write that was killed
         if self.cfg.resume.path is not None:

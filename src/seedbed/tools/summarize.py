@@ -20,6 +20,7 @@ import fcntl
 import json
 import logging
 import math
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -35,7 +36,7 @@ from omegaconf import DictConfig
 
 from seedbed.runs.errors import EXIT_USER_ERROR, SeedbedError
 from seedbed.runs.files import atomic_write
-from seedbed.runs.record import CONFIG_FILE, RUN_FILE, read_json
+from seedbed.runs.record import CONFIG_FILE, RUN_FILE, read_json, read_yaml
 from seedbed.tools.curves import CURVES_PNG, plot_curves
 from seedbed.tools.stats import describe, t_quantile  # noqa: F401 (tests import t_quantile)
 
@@ -48,7 +49,7 @@ SUMMARY_MD = "summary.md"
 def _job_dirs(sweep_dir: Path) -> list[Path]:
     """The sweep's job directories (Hydra's subdirs: 0, 1, ...), in job order."""
     dirs = [p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    dirs = [p for p in dirs if (p / RUN_FILE).exists() or (p / ".hydra").exists()]
+    dirs = [p for p in dirs if os.path.lexists(p / RUN_FILE) or (p / ".hydra").exists()]
     return sorted(dirs, key=lambda p: (int(p.name) if p.name.isdigit() else math.inf, p.name))
 
 
@@ -69,8 +70,11 @@ def _read_job(job_dir: Path) -> dict[str, Any]:
 
 def _read_job_files(job_dir: Path) -> dict[str, Any]:
     overrides_file = job_dir / ".hydra" / "overrides.yaml"
-    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
-    if not (job_dir / RUN_FILE).exists():
+    # The job's command-line overrides as Hydra recorded them: shown as text, never resolved.
+    overrides = read_yaml(overrides_file) if os.path.lexists(overrides_file) else []
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        raise SeedbedError(f"{overrides_file} is damaged: expected a list of overrides")
+    if not os.path.lexists(job_dir / RUN_FILE):
         return {
             "run_dir": job_dir.name,
             "status": "failed",
@@ -80,7 +84,7 @@ def _read_job_files(job_dir: Path) -> dict[str, Any]:
     record = read_json(job_dir / RUN_FILE)
     seed = (record.get("seeds") or {}).get("seed")
     if seed is None and (job_dir / CONFIG_FILE).exists():  # failed before seeding: as configured
-        config = yaml.safe_load((job_dir / CONFIG_FILE).read_text())
+        config = read_yaml(job_dir / CONFIG_FILE)
         seed = config.get("seed") if isinstance(config, dict) else None
     return {
         "run_dir": job_dir.name,
