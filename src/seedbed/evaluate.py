@@ -7,6 +7,9 @@ result goes to `eval.json` in the run directory (or `out=`, a file name taken re
 the run directory, so it never lands in the working tree). Evaluation draws
 no random numbers and the file holds no time, so the same checkpoint gives the
 same file, byte for byte.
+
+The checkpoint may come from someone else: its config must be plain data with every
+`_target_` on the allow-list (`seedbed.runs.received`), and it never downloads.
 """
 
 from __future__ import annotations
@@ -28,9 +31,9 @@ from seedbed.runs.determinism import set_determinism
 from seedbed.runs.device import resolve_device
 from seedbed.runs.errors import EXIT_USER_ERROR, ConfigError, SeedbedError, error_line
 from seedbed.runs.files import atomic_write
+from seedbed.runs.received import check_received, without_downloads
 from seedbed.runs.record import RUN_FILE, read_json, to_json, weights_sha256
 from seedbed.runs.resume import run_dir_of
-from seedbed.runs.targets import check_targets
 from seedbed.train import build_task
 
 SPLITS = ("val", "train", "test")
@@ -50,8 +53,8 @@ def evaluate_checkpoint(path: str | Path, split: str = "val", device: str | None
     stored = checkpoint.get("config") if isinstance(checkpoint, dict) else None
     if not isinstance(stored, dict) or not isinstance(checkpoint.get("model"), dict):
         raise SeedbedError(f"checkpoint {path} holds no run config and model weights")
-    check_targets(stored, f"checkpoint {path}")  # before anything is built from it
-    cfg = OmegaConf.create(stored)
+    check_received(stored, f"checkpoint {path}")  # before anything is resolved or built
+    cfg = OmegaConf.create(without_downloads(stored))
     set_determinism(cfg.determinism.mode)
     target = target or resolve_device(cfg.trainer.device, key="device")
     task = build_task(cfg.task)
