@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import os
+import stat
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -35,7 +36,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from seedbed.runs.errors import EXIT_USER_ERROR, SeedbedError
-from seedbed.runs.files import atomic_write
+from seedbed.runs.files import atomic_write, file_kind
 from seedbed.runs.record import CONFIG_FILE, RUN_FILE, read_json, read_yaml
 from seedbed.tools.curves import CURVES_PNG, plot_curves
 from seedbed.tools.stats import describe, t_quantile  # noqa: F401 (tests import t_quantile)
@@ -253,12 +254,21 @@ def summary_markdown(summary: dict[str, Any]) -> str:
 @contextmanager
 def _sweep_lock(sweep_dir: Path) -> Iterator[None]:
     # Parallel jobs finish at the same time: the last writer must also be the last reader.
-    with (sweep_dir / ".summary.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    path = sweep_dir / ".summary.lock"
+    try:  # a FIFO in its place (a received sweep) must not hang the open
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    except OSError as error:
+        raise SeedbedError(f"{path} cannot be opened: {error.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise SeedbedError(f"{path} is refused: it is {file_kind(os.fstat(fd).st_mode)}")
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 PLOT_AT_END = "drawn when the sweep ends (or now by: python -m seedbed.tools.summarize <sweep dir>)"
@@ -340,7 +350,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             file=sys.stderr,
         )
         sys.exit(EXIT_USER_ERROR)
-    summary = write_summary(args[0])
+    try:
+        summary = write_summary(args[0])
+    except SeedbedError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
     print(f"{summary_table(summary)}\n\nwrote {Path(args[0]) / SUMMARY_JSON}, {SUMMARY_MD}")
 
 
