@@ -159,6 +159,8 @@ def is_allowed(target: str, prefixes: Iterable[str] = ()) -> bool:
         found = _locate(target)  # imports only modules under the user's own prefixes
     except Exception:  # noqa: BLE001 - not found is not allowed
         return False
+    if target in prefixes:
+        return callable(found)  # named itself: `mypkg.data.load_prices`
     module = getattr(found, "__module__", None) or ""
     return callable(found) and _under(module, prefixes) and not _under(module, DENIED_PREFIXES)
 
