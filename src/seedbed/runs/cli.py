@@ -240,6 +240,8 @@ def check_resume_before_hydra(args: list[str]) -> None:
     logging.disable(logging.CRITICAL)  # the job logs what its own check finds
     try:
         check_resume(without_hydra(cfg), run_dir, overrides)
+    except OmegaConfBaseException as error:  # a value of the config to resume with
+        raise SeedbedError(error_line(error)) from error
     finally:
         logging.disable(previous)
 
