@@ -17,7 +17,6 @@ The checkpoint may come from someone else: its config must be plain data with ev
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 from pathlib import Path
@@ -28,6 +27,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from seedbed.data.fingerprint import file_sha256
 from seedbed.data.loader import eval_batches
 from seedbed.loop import evaluate
 from seedbed.runs.checkpoint import load_checkpoint
@@ -87,7 +87,7 @@ def evaluate_checkpoint(path: str | Path, split: str = "val", device: str | None
     return {
         "checkpoint": str(path),
         "checkpoint_file": path.resolve().name,
-        "checkpoint_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "checkpoint_sha256": file_sha256(path),
         "weights_sha256": weights_sha256(checkpoint["model"]),
         "epoch": checkpoint["loop"]["epoch"],
         "step": checkpoint["loop"]["step"],

@@ -15,7 +15,6 @@ rewound metrics.jsonl.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -27,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from seedbed.config import flatten
 from seedbed.runs.errors import ConfigError, SeedbedError
 from seedbed.runs.files import is_inside
+from seedbed.runs.record import read_json
 
 # Keys of a record that say where it belongs rather than what was measured.
 POSITION_KEYS = ("kind", "epoch", "step")
@@ -168,8 +168,8 @@ class MlflowLogger:
 def _mlflow_status(run_dir: Path) -> str:
     """The run's own status (run.json is final by the time loggers close), in MLflow's words."""
     try:
-        status = json.loads((run_dir / "run.json").read_text()).get("status")
-    except (OSError, ValueError):
+        status = read_json(run_dir / "run.json").get("status")
+    except SeedbedError:
         status = None
     return {"completed": "FINISHED", "interrupted": "KILLED"}.get(status, "FAILED")
 
