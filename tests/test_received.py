@@ -134,7 +134,8 @@ def tree_hash(root: Path) -> str:
 
 
 def oc_create(marker: Path) -> str:
-    """A resolver call that builds numpy.save when the config is resolved and instantiated."""
+    """A resolver call that builds numpy.save when the config is resolved and instantiated
+    (planted as task.loss, which is built with its own arguments only)."""
     return f"${{oc.create:{{_target_: numpy.save, file: '{marker}', arr: [1]}}}}"
 
 
@@ -183,7 +184,7 @@ def plant_archive(run: Path, env: Env) -> None:
 
 def plant_extract(run: Path, env: Env) -> None:
     plant_archive(run, env)
-    plant_config(run, set_key("data.augment", extract_archive(run, env)))
+    plant_config(run, set_key("task.loss", extract_archive(run, env)))
 
 
 def special_file(name: str, how: str) -> Callable[[Path, Path, Env], None]:
@@ -296,8 +297,8 @@ class Attack:
 SPECIAL = {"zero": control_zero, "fifo": control_fifo}
 ATTACKS: dict[str, Attack] = {
     "oc.create in the stored config and config.yaml": Attack(
-        lambda tmp, run, env: plant_config(run, set_key("model", oc_create(env.marker))),
-        {e: "model=" for e in ("eval", "resume", "resume force", "verify")},
+        lambda tmp, run, env: plant_config(run, set_key("task.loss", oc_create(env.marker))),
+        {e: "task.loss=" for e in ("eval", "resume", "resume force", "verify")},
         ("compare", "summarize"),
         control_oc_create,
     ),
@@ -327,7 +328,7 @@ ATTACKS: dict[str, Attack] = {
         control_oc_create,
     ),
     "download_url, a utility of an allowed package": Attack(
-        lambda tmp, run, env: plant_config(run, set_key("data.augment", download_url(env))),
+        lambda tmp, run, env: plant_config(run, set_key("task.loss", download_url(env))),
         {e: "download_url" for e in ("eval", "resume", "resume force", "verify")},
         ("compare", "summarize"),
         None,  # test_the_download_payload_contacts_a_host_when_built: its own listener
