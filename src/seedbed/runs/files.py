@@ -57,8 +57,9 @@ def _umask() -> int:
     return mask
 
 
-# What a run writes in its directory: none of these may be a symbolic link, or a received
-# run directory could make a resume truncate or overwrite a file anywhere.
+# What a run writes in its directory: none of these may be a symbolic link, a FIFO, a device
+# or hard-linked, or a received run directory could make a resume hang, or truncate or
+# overwrite a file anywhere.
 WRITTEN_IN_RUN_DIR = (
     "run.json",
     "config.yaml",
@@ -73,11 +74,6 @@ WRITTEN_IN_RUN_DIR = (
     "checkpoints/discarded",
     "tensorboard",
 )
-
-
-def is_inside(path: str | os.PathLike, directory: str | os.PathLike) -> bool:
-    """Whether `path` lies in `directory` once `..` and every link are followed."""
-    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(directory))
 
 
 # Of those, the directories; the others are files.
@@ -114,6 +110,11 @@ def refuse_unsafe_run_files(run_dir: str | os.PathLike) -> None:
                 f"{path} is refused: it is hard-linked ({info.st_nlink} names): writing it "
                 "would change the other names too; copy the run directory (cp -r) to continue"
             )
+
+
+def is_inside(path: str | os.PathLike, directory: str | os.PathLike) -> bool:
+    """Whether `path` lies in `directory` once `..` and every link are followed."""
+    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(directory))
 
 
 # What is read into memory from a file that may come from elsewhere, at most, by kind: far
