@@ -14,16 +14,19 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import shutil
 import socket
 import tarfile
 import threading
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from helpers import read_run, run_cli
 from hydra.utils import instantiate
@@ -31,7 +34,7 @@ from omegaconf import OmegaConf
 from test_bad_inputs import TINY, _in_process
 from test_hardening import _eval
 
-from seedbed.runs.checkpoint import load_checkpoint, save_checkpoint
+from seedbed.runs.checkpoint import CHECKSUM_TAG, TRAILER_SIZE, load_checkpoint, save_checkpoint
 from seedbed.runs.files import READ_LIMITS
 from seedbed.tools import compare, summarize, verify
 
@@ -204,6 +207,27 @@ def special_file(name: str, how: str) -> Callable[[Path, Path, Env], None]:
     return plant
 
 
+def deflated(payload: bytes) -> bytes:
+    """torch.save's zip with every record compressed (torch.load inflates them)."""
+    out = io.BytesIO()
+    with (
+        zipfile.ZipFile(io.BytesIO(payload)) as source,
+        zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as packed,
+    ):
+        for member in source.infolist():
+            packed.writestr(member.filename, source.read(member.filename))
+    return out.getvalue()
+
+
+def compress_checkpoints(tmp: Path, run: Path, env: Env) -> None:
+    """Every checkpoint rewritten with compressed records, its checksum trailer made anew."""
+    for path in (run / "checkpoints").glob("*.pt"):
+        if not path.is_symlink():
+            payload = deflated(path.read_bytes()[:-TRAILER_SIZE])
+            digest = hashlib.sha256(payload).hexdigest().encode()
+            path.write_bytes(payload + CHECKSUM_TAG + digest + b"\n")
+
+
 def hard_link(tmp: Path, run: Path, env: Env) -> None:
     outside = tmp / "victim.txt"
     outside.write_bytes((run / "metrics.jsonl").read_bytes())
@@ -257,6 +281,16 @@ def control_oversized(env: Env) -> None:
     path = env.tmp / "big"
     special_file("big", "metrics log")(env.tmp, env.tmp, env)
     assert path.stat().st_size > READ_LIMITS["metrics log"]  # reading it whole would take that
+
+
+def control_compressed(env: Env) -> None:
+    """A compressed record is inflated to whatever size it declares: 64 MiB of zeros here
+    from a file of a few hundred KB."""
+    buffer = io.BytesIO()
+    torch.save({"w": torch.zeros(16 * 2**20)}, buffer)
+    payload = deflated(buffer.getvalue())
+    assert len(payload) < 2**20
+    assert torch.load(io.BytesIO(payload), weights_only=True)["w"].numel() == 16 * 2**20
 
 
 def control_hard_link(env: Env) -> None:
@@ -338,6 +372,12 @@ ATTACKS: dict[str, Attack] = {
         {e: "extract_archive" for e in ("eval", "resume", "resume force", "verify")},
         ("compare", "summarize"),
         control_extract,
+    ),
+    "checkpoints whose records are compressed (a zip bomb)": Attack(
+        compress_checkpoints,
+        {e: "compressed record" for e in ("eval", "resume", "resume force", "compare")},
+        (),
+        control_compressed,
     ),
     "metrics.jsonl hard-linked to a file outside": Attack(
         hard_link,

@@ -24,6 +24,7 @@ import logging
 import os
 import pickle
 import re
+import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -75,7 +76,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
                     f"checkpoint {path} is refused: {size} bytes, more than the "
                     f"{MAX_CHECKPOINT_BYTES} a checkpoint may have (SEEDBED_MAX_CHECKPOINT_BYTES)"
                 )
-            data = memoryview(file.read())
+            data = memoryview(file.read(MAX_CHECKPOINT_BYTES + 1))
     except OSError as error:
         raise CheckpointError(f"checkpoint {path} cannot be read: {error.strerror}") from error
     if len(data) == 0:
@@ -87,6 +88,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         )
     if hashlib.sha256(payload).hexdigest().encode() != trailer[len(CHECKSUM_TAG) : -1]:
         raise CheckpointError(f"checkpoint {path} fails its SHA-256 checksum: the file is corrupt")
+    _check_stored(path, payload)
     try:
         return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -97,6 +99,22 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         ) from error
     except Exception as error:
         raise CheckpointError(f"checkpoint {path} cannot be loaded: {error}") from error
+
+
+def _check_stored(path: Path, payload: memoryview) -> None:
+    """torch.save stores its records uncompressed; torch.load also inflates compressed ones,
+    so a few MB of a received file could unpack to terabytes. Refused, before loading."""
+    try:
+        members = zipfile.ZipFile(io.BytesIO(payload)).infolist()
+    except zipfile.BadZipFile:
+        return  # not torch's zip format: torch.load says what it is
+    packed = [m.filename for m in members if m.compress_type != zipfile.ZIP_STORED]
+    if packed or sum(m.file_size for m in members) > MAX_CHECKPOINT_BYTES:
+        what = f"a compressed record ({packed[0]})" if packed else "records past the bound"
+        raise CheckpointError(
+            f"checkpoint {path} is refused: it holds {what}; torch.save writes records as "
+            "they are, so this file was not written by it"
+        )
 
 
 def to_cpu(state: Any) -> Any:
