@@ -7,6 +7,8 @@ present. Strings, 0-d arrays and NaN/inf are refused at load, naming the array.
 
 from __future__ import annotations
 
+import math
+import os
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,30 @@ def _check_pair(path: str, x: np.ndarray, y: np.ndarray, x_name: str, y_name: st
             raise ConfigError("data.path", path, f"finite values in {name} (it holds NaN or inf)")
 
 
+def _check_declared_sizes(path: str, npz: Any, names: list[str]) -> None:
+    """Refuse arrays that declare more bytes than this machine's memory: a compressed member
+    of a few KB may unpack to terabytes, allocated before a byte is read."""
+    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    declared = 0
+    for name in names:
+        with npz.zip.open(f"{name}.npy") as member:
+            version = np.lib.format.read_magic(member)
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, _, dtype = read_header(member)
+        declared += math.prod(shape) * dtype.itemsize
+    if declared > memory:
+        raise ConfigError(
+            "data.path",
+            path,
+            f"an .npz whose arrays fit in memory (they declare {declared} bytes; this "
+            f"machine has {memory})",
+        )
+
+
 def npz_dataset(
     path: str,
     val_fraction: float,
@@ -73,7 +99,9 @@ def npz_dataset(
                 raise ConfigError(
                     "data.path", path, f"an .npz with arrays x and y (missing {', '.join(missing)})"
                 )
-            arrays = {name: npz[name] for name in NPZ_ARRAYS if name in npz.files}
+            present = [name for name in NPZ_ARRAYS if name in npz.files]
+            _check_declared_sizes(path, npz, present)
+            arrays = {name: npz[name] for name in present}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, AttributeError) as error:
         raise ConfigError(
             "data.path", path, f"a readable .npz file ({type(error).__name__}: {error})"

@@ -31,12 +31,13 @@ from omegaconf.errors import OmegaConfBaseException
 from seedbed.config import CONFIG_DIR, register_configs, run_name
 from seedbed.runs.distributed import launched_rank
 from seedbed.runs.errors import EXIT_USER_ERROR, ConfigError, SeedbedError, error_line
-from seedbed.runs.files import refuse_links
+from seedbed.runs.files import refuse_unsafe_run_files
 from seedbed.runs.interrupts import TrainingInterrupted, exit_status
 from seedbed.runs.lock import RunLock
+from seedbed.runs.outside_hydra import without_hydra
 from seedbed.runs.record import RUN_FILE, RunRecord, command_line
-from seedbed.runs.resume import restartable, run_dir_of
-from seedbed.runs.session import run_training
+from seedbed.runs.resume import restartable
+from seedbed.runs.session import check_resume, run_training
 
 log = logging.getLogger("seedbed")
 
@@ -70,7 +71,7 @@ def _record_composition_failure(error: BaseException) -> Path | None:
         a in ("-m", "--multirun") or a.startswith(("--cfg", "-c", "--help", "-h")) for a in args
     ):
         return None
-    if any(a.startswith("resume.path=") for a in args):
+    if mentions_resume(args):
         return None  # the run being resumed keeps its record; no new directory
     run_dir = next(
         (Path(a.split("=", 1)[1]) for a in args if a.startswith("hydra.run.dir=")),
@@ -86,24 +87,21 @@ def _record_composition_failure(error: BaseException) -> Path | None:
 
 
 def expand_resume_shorthand(args: list[str]) -> list[str]:
-    """`resume=<path>` is short for `resume.path=<path>`, so `resume.force=true` fits beside it."""
-    return [f"resume.path={a[len('resume=') :]}" if a.startswith("resume=") else a for a in args]
-
-
-def missing_resume_path(args: list[str]) -> str | None:
-    """The message for a `resume.path` that does not exist, before Hydra makes any directory."""
-    if "-m" in args or "--multirun" in args:
-        return None
+    """`resume=<path>` is short for `resume.path=<path>` (`+`/`++` kept), so that
+    `resume.force=true` fits beside it."""
+    expanded = []
     for arg in args:
-        if arg.startswith("resume.path="):
-            path = arg.split("=", 1)[1]
-            if path.strip() in ("", "''", '""'):
-                error = ConfigError("resume.path", path, "a run directory or a checkpoint file")
-                return f"{error} (leave resume out for a new run)"
-            if path != "null" and not Path(path).exists():
-                error = ConfigError("resume.path", path, "a run directory or a checkpoint file")
-                return f"{error} (it does not exist)"
-    return None
+        plus = arg[: len(arg) - len(arg.lstrip("+"))]
+        if arg[len(plus) :].startswith("resume="):
+            arg = f"{plus}resume.path={arg[len(plus) + len('resume=') :]}"
+        expanded.append(arg)
+    return expanded
+
+
+def mentions_resume(args: list[str]) -> bool:
+    """Whether an override sets `resume` or a key under it, however it is spelled."""
+    keys = (arg.lstrip("+~").split("=", 1)[0] for arg in args if not arg.startswith("-"))
+    return any(key == "resume" or key.startswith("resume.") for key in keys)
 
 
 def multirun_under_torchrun(args: list[str]) -> str | None:
@@ -162,26 +160,90 @@ def _print_sweep_end_after_a_failure() -> None:
 
 def check_run_dir_before_hydra(args: list[str]) -> None:
     """Refuse what would make Hydra itself write into a run directory it must not touch:
-    a linked train.log, a run another process writes, an old run taken for a new one."""
-    if "-m" in args or "--multirun" in args:
-        return
-    resume = next((a.split("=", 1)[1] for a in args if a.startswith("resume.path=")), "null")
-    if resume != "null":
-        run_dir = run_dir_of(resume)
-    else:
-        given = [a.split("=", 1)[1] for a in args if a.startswith("hydra.run.dir=")]
-        if not given:
-            return  # a fresh, unique directory
-        run_dir = Path(given[-1])
-        if (run_dir / RUN_FILE).exists() and not restartable(run_dir):
-            raise SeedbedError(
-                f"{run_dir} already holds a run ({RUN_FILE}): a new run needs a new "
-                f"directory; resume={run_dir} continues that one"
-            )
+    a linked train.log, a run another process writes, an old run taken for a new one.
+    Nothing is written here (not even a `.lock`): a refused command changes nothing."""
+    if "-m" in args or "--multirun" in args or mentions_resume(args):
+        return  # a resume: check_resume_before_hydra
+    given = [a.split("=", 1)[1] for a in args if a.lstrip("+").startswith("hydra.run.dir=")]
+    if not given:
+        return  # a fresh, unique directory
+    run_dir = Path(given[-1])
+    if (run_dir / RUN_FILE).exists() and not restartable(run_dir):
+        raise SeedbedError(
+            f"{run_dir} already holds a run ({RUN_FILE}): a new run needs a new "
+            f"directory; resume={run_dir} continues that one"
+        )
     if run_dir.is_dir():
-        refuse_links(run_dir)
-        with RunLock(run_dir):
-            pass  # refused now if another process writes it; the session takes it for good
+        refuse_unsafe_run_files(run_dir)
+        RunLock(run_dir).check_free()  # refused now if another process writes it
+
+
+# Hydra's flags that do not run the job (print the config, help, shell completion).
+NOT_RUNNING = ("--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion")
+
+
+def compose_command(args: list[str]) -> tuple[DictConfig, list[str]] | None:
+    """(the config `python train.py <args>` runs with, Hydra's node included; its overrides),
+    composed as Hydra's own run composes it (config dir, config name, overrides) but without
+    running anything or writing anywhere; None where Hydra itself would refuse the arguments
+    (it then says why, before it writes anything) or would not run a job."""
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path, get_args_parser
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    if any(arg.split("=", 1)[0] in NOT_RUNNING for arg in args):
+        return None
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # argparse's own complaint: Hydra's
+            parsed = get_args_parser().parse_args(args)
+        search_path = create_config_search_path(str(CONFIG_DIR))
+        if parsed.config_dir is not None:
+            extra = os.path.abspath(parsed.config_dir)
+            search_path.prepend(provider="command-line", path=f"file://{extra}")
+        hydra = Hydra.create_main_hydra2(task_name="train", config_search_path=search_path)
+        cfg = hydra.compose_config(
+            parsed.config_name or "train", parsed.overrides, run_mode=RunMode.RUN
+        )
+        return cfg, list(parsed.overrides)
+    except (SystemExit, Exception):  # noqa: BLE001 - Hydra's run reports it in one line
+        return None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def check_resume_before_hydra(args: list[str]) -> None:
+    """A resume, however `resume.path` is spelled (`resume=`, `resume.path=`, `++...`), is
+    checked in full before Hydra starts: Hydra writes `.hydra/` and adds to train.log in the
+    run directory before the job runs, and makes the directory itself, so a resume refused
+    in the job would change the run it refused (or make a folder where there was none)."""
+    if "-m" in args or "--multirun" in args or not mentions_resume(args):
+        return
+    composed = compose_command(args)
+    if composed is None:
+        return
+    cfg, overrides = composed
+    try:
+        path, run_dir = cfg.resume.path, Path(cfg.hydra.run.dir)
+    except OmegaConfBaseException:
+        return  # a value only Hydra's run can resolve: the job checks it
+    if path is None:
+        return
+    if str(path).strip() in ("", "''", '""'):
+        error = ConfigError("resume.path", path, "a run directory or a checkpoint file")
+        raise SeedbedError(f"{error} (leave resume out for a new run)")
+    if not Path(path).exists():
+        error = ConfigError("resume.path", path, "a run directory or a checkpoint file")
+        raise SeedbedError(f"{error} (it does not exist)")
+    RunLock(run_dir).check_free()  # another process writing it: refused first, as in the job
+    previous = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)  # the job logs what its own check finds
+    try:
+        check_resume(without_hydra(cfg), run_dir, overrides)
+    except OmegaConfBaseException as error:  # a value of the config to resume with
+        raise SeedbedError(error_line(error)) from error
+    finally:
+        logging.disable(previous)
 
 
 class _HoldHydraJobLine:
@@ -224,15 +286,15 @@ def cli() -> None:
         scratch = tempfile.mkdtemp(prefix=f"seedbed-rank{launched_rank()}-")
         atexit.register(shutil.rmtree, scratch, ignore_errors=True)
         sys.argv.append(f"hydra.run.dir={scratch}")
-    for check in (missing_resume_path, multirun_only_without_m):
-        if (message := check(sys.argv[1:])) is not None:
-            print(f"error: {message}", file=sys.stderr)
-            sys.exit(EXIT_USER_ERROR)
+    if (message := multirun_only_without_m(sys.argv[1:])) is not None:
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
     try:
         if launched_rank() == 0:  # the other ranks never write the run directory
             check_run_dir_before_hydra(sys.argv[1:])
+            check_resume_before_hydra(sys.argv[1:])
     except SeedbedError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {error_line(error)}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
         _print_help()

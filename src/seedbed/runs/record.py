@@ -28,9 +28,10 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 from seedbed.runs.errors import SeedbedError
-from seedbed.runs.files import atomic_write, open_nofollow
+from seedbed.runs.files import atomic_write, open_nofollow, read_bounded
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
@@ -155,12 +156,33 @@ class MetricsLog:
 def read_json(path: Path) -> dict[str, Any]:
     """A JSON object from `path`; a damaged file is a SeedbedError naming it."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as error:
+        data = json.loads(read_bounded(path, "JSON record"))  # a SeedbedError if unreadable
+    except (ValueError, RecursionError) as error:  # not JSON, not UTF-8, nested past belief
         raise SeedbedError(f"{path} is damaged or unreadable: {_reason(error)}") from None
     if not isinstance(data, dict):
         raise SeedbedError(f"{path} is damaged: it holds {type(data).__name__}, not an object")
     return data
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without aliases: `*name` repeats a node wherever it is named, so a few lines
+    can stand for billions of values once walked. seedbed never writes one."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            line = event.start_mark.line + 1 if event.start_mark else "?"
+            raise yaml.YAMLError(f"an alias (*{event.anchor}) on line {line} is refused")
+        return super().compose_node(parent, index)
+
+
+def read_yaml(path: Path) -> Any:
+    """The plain data of a YAML file (never resolved: `${...}` stays text); a damaged,
+    unreadable or oversized file is a SeedbedError naming it."""
+    try:
+        return yaml.load(read_bounded(path, "YAML config"), Loader=_NoAliasLoader)  # noqa: S506
+    except (ValueError, RecursionError, yaml.YAMLError) as error:
+        raise SeedbedError(f"{path} is damaged or unreadable: {_reason(error)}") from None
 
 
 def _reason(error: BaseException) -> str:
@@ -174,8 +196,8 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
         return []
     records = []
     try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as error:
+        lines = read_bounded(path, "metrics log").decode().splitlines()
+    except UnicodeDecodeError as error:
         raise SeedbedError(f"{path} is unreadable: {_reason(error)}") from None
     for number, line in enumerate(lines, 1):
         if not line.strip():

@@ -49,7 +49,7 @@ from seedbed.runs.distributed import (
 )
 from seedbed.runs.environment import ENVIRONMENT_FILE, read_environment, write_environment
 from seedbed.runs.errors import SeedbedError, error_line, refused_arguments, user_error
-from seedbed.runs.files import refuse_links, remove_temporary_files
+from seedbed.runs.files import refuse_unsafe_run_files, remove_temporary_files
 from seedbed.runs.interrupts import (
     GracefulStop,
     TrainingInterrupted,
@@ -61,6 +61,7 @@ from seedbed.runs.lock import RunLock
 from seedbed.runs.loggers import (
     AllLoggers,
     build_loggers,
+    check_log_dir,
     check_logger_packages,
     logger_record,
 )
@@ -78,6 +79,7 @@ from seedbed.runs.record import (
 from seedbed.runs.resume import (
     CHECKPOINT_DIR,
     ResumePlan,
+    given_keys,
     plan_resume,
     restartable,
     rewind_run_dir,
@@ -137,29 +139,29 @@ class RunSession:
 
     def _plan(self) -> None:
         """Check the run directory, and plan a resume, before anything in it is written."""
-        if self.writes_run_dir:
-            refuse_links(self.run_dir)
-            for directory in (self.run_dir, self.run_dir / CHECKPOINT_DIR):
-                remove_temporary_files(directory)  # left by a write that was killed
         if self.cfg.resume.path is not None:
-            # Checked before run.json is touched: a refused resume leaves the run as it was.
-            run_dir = self.run_dir if self.writes_run_dir else None
-            self.plan = plan_resume(self.cfg, run_dir, self.overrides, validate)
+            # Checked before anything is touched: a refused resume leaves the run as it was.
+            self.plan = check_resume(self.cfg, self.run_dir, self.overrides, self.writes_run_dir)
             self.cfg = self.plan.config
-        elif self.writes_run_dir and (self.run_dir / RUN_FILE).exists():
-            if restartable(self.run_dir):
+        elif self.writes_run_dir:
+            refuse_unsafe_run_files(self.run_dir)
+            if (self.run_dir / RUN_FILE).exists():
+                if not restartable(self.run_dir):
+                    raise SeedbedError(
+                        f"{self.run_dir} already holds a run ({RUN_FILE}): a new run needs a "
+                        f"new directory; resume={self.run_dir} continues that one"
+                    )
                 log.warning("%s stopped before its first checkpoint: starting again", self.run_dir)
                 (self.run_dir / METRICS_FILE).unlink(missing_ok=True)
-                return
-            raise SeedbedError(
-                f"{self.run_dir} already holds a run ({RUN_FILE}): a new run needs a new "
-                f"directory; resume={self.run_dir} continues that one"
-            )
+        if self.writes_run_dir:
+            for directory in (self.run_dir, self.run_dir / CHECKPOINT_DIR):
+                remove_temporary_files(directory)  # left by a write that was killed
 
     def _open(self) -> None:
         cfg = self.cfg
         validate(cfg)
         check_logger_packages(cfg.logger)
+        check_log_dir(cfg.logger, self.run_dir, given_keys(self.overrides))
         if self.plan is not None and self.writes_run_dir:
             rewound = rewind_run_dir(self.run_dir, self.plan.path, self.plan.checkpoint)
             self._recording = True  # from here on, the resumed run's status is this process's
@@ -346,6 +348,24 @@ class RunSession:
                 self.metrics = None
             teardown_distributed()
             self._lock.release()
+
+
+def check_resume(
+    cfg: DictConfig, run_dir: Path, overrides: list[str] | None, writes_run_dir: bool = True
+) -> ResumePlan:
+    """Everything that can refuse a resume, checked before anything is written: the run
+    directory's files, its checkpoint and the config read from it, the config to resume
+    with, the loggers. The command line calls it before Hydra starts (which writes .hydra/
+    and train.log into the run directory), the session again once it holds the lock.
+
+    `writes_run_dir` is false on a DDP rank other than 0: it reads the checkpoint, rank 0
+    checks the run directory."""
+    if writes_run_dir:
+        refuse_unsafe_run_files(run_dir)
+    plan = plan_resume(cfg, run_dir if writes_run_dir else None, overrides, validate)
+    check_logger_packages(plan.config.logger)
+    check_log_dir(plan.config.logger, run_dir, given_keys(overrides))
+    return plan
 
 
 def seed_line(cfg: DictConfig) -> str:

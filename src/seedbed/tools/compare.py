@@ -14,19 +14,27 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from seedbed.config import flatten
 from seedbed.runs.checkpoint import load_checkpoint
 from seedbed.runs.environment import read_environment
 from seedbed.runs.errors import EXIT_USER_ERROR, SeedbedError
-from seedbed.runs.record import CONFIG_FILE, METRICS_FILE, RUN_FILE, read_json, read_metrics
+from seedbed.runs.files import read_bounded
+from seedbed.runs.record import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    RUN_FILE,
+    read_json,
+    read_metrics,
+    read_yaml,
+)
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
 EXIT_DIFFERENT = 1
@@ -53,7 +61,7 @@ LIKELY_CAUSES = (
 def check_run_dir(path: str | Path) -> Path:
     """The run directory, or a one-line error naming it and what a run directory holds."""
     run_dir = Path(path)
-    if not (run_dir / RUN_FILE).is_file():
+    if not (run_dir / RUN_FILE).exists():  # one that is not a regular file is named when read
         what = "does not exist" if not run_dir.exists() else f"has no {RUN_FILE}"
         raise SeedbedError(
             f"{run_dir} {what}: expected a run directory (outputs/train/<run>) "
@@ -81,13 +89,9 @@ def mapping_difference(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, 
 
 def read_config(run_dir: Path) -> dict[str, Any]:
     path = run_dir / CONFIG_FILE
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return {}
-    try:
-        config = yaml.safe_load(path.read_text()) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise SeedbedError(f"{path} is damaged or unreadable: {first}") from None
+    config = read_yaml(path) or {}
     if not isinstance(config, dict):
         raise SeedbedError(f"{path} is damaged: it holds {type(config).__name__}, not a config")
     return config
@@ -156,7 +160,7 @@ def weights_difference(
 
 def _model_state(run_dir: Path) -> dict[str, torch.Tensor] | None:
     path = run_dir / CHECKPOINT
-    return load_checkpoint(path)["model"] if path.is_file() else None
+    return load_checkpoint(path)["model"] if os.path.lexists(path) else None
 
 
 def _field(run: Mapping[str, Any], env: Mapping[str, Any], key: str) -> Any:
@@ -219,7 +223,9 @@ def data_changes(data_a: Mapping[str, Any], data_b: Mapping[str, Any]) -> list[s
 
 def _read_patch(run_dir: Path) -> str | None:
     path = run_dir / "code.patch"
-    return path.read_text() if path.exists() else None
+    if not path.exists() and not path.is_symlink():
+        return None
+    return read_bounded(path, "text file").decode(errors="replace")
 
 
 def compare_runs(a: str | Path, b: str | Path) -> dict[str, Any]:

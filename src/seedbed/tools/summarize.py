@@ -20,6 +20,8 @@ import fcntl
 import json
 import logging
 import math
+import os
+import stat
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -34,8 +36,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from seedbed.runs.errors import EXIT_USER_ERROR, SeedbedError
-from seedbed.runs.files import atomic_write
-from seedbed.runs.record import CONFIG_FILE, RUN_FILE, read_json
+from seedbed.runs.files import atomic_write, file_kind
+from seedbed.runs.record import CONFIG_FILE, RUN_FILE, read_json, read_yaml
 from seedbed.tools.curves import CURVES_PNG, plot_curves
 from seedbed.tools.stats import describe, t_quantile  # noqa: F401 (tests import t_quantile)
 
@@ -48,7 +50,7 @@ SUMMARY_MD = "summary.md"
 def _job_dirs(sweep_dir: Path) -> list[Path]:
     """The sweep's job directories (Hydra's subdirs: 0, 1, ...), in job order."""
     dirs = [p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    dirs = [p for p in dirs if (p / RUN_FILE).exists() or (p / ".hydra").exists()]
+    dirs = [p for p in dirs if os.path.lexists(p / RUN_FILE) or (p / ".hydra").exists()]
     return sorted(dirs, key=lambda p: (int(p.name) if p.name.isdigit() else math.inf, p.name))
 
 
@@ -69,8 +71,11 @@ def _read_job(job_dir: Path) -> dict[str, Any]:
 
 def _read_job_files(job_dir: Path) -> dict[str, Any]:
     overrides_file = job_dir / ".hydra" / "overrides.yaml"
-    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
-    if not (job_dir / RUN_FILE).exists():
+    # The job's command-line overrides as Hydra recorded them: shown as text, never resolved.
+    overrides = read_yaml(overrides_file) if os.path.lexists(overrides_file) else []
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        raise SeedbedError(f"{overrides_file} is damaged: expected a list of overrides")
+    if not os.path.lexists(job_dir / RUN_FILE):
         return {
             "run_dir": job_dir.name,
             "status": "failed",
@@ -80,7 +85,7 @@ def _read_job_files(job_dir: Path) -> dict[str, Any]:
     record = read_json(job_dir / RUN_FILE)
     seed = (record.get("seeds") or {}).get("seed")
     if seed is None and (job_dir / CONFIG_FILE).exists():  # failed before seeding: as configured
-        config = yaml.safe_load((job_dir / CONFIG_FILE).read_text())
+        config = read_yaml(job_dir / CONFIG_FILE)
         seed = config.get("seed") if isinstance(config, dict) else None
     return {
         "run_dir": job_dir.name,
@@ -249,12 +254,21 @@ def summary_markdown(summary: dict[str, Any]) -> str:
 @contextmanager
 def _sweep_lock(sweep_dir: Path) -> Iterator[None]:
     # Parallel jobs finish at the same time: the last writer must also be the last reader.
-    with (sweep_dir / ".summary.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    path = sweep_dir / ".summary.lock"
+    try:  # a FIFO in its place (a received sweep) must not hang the open
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    except OSError as error:
+        raise SeedbedError(f"{path} cannot be opened: {error.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise SeedbedError(f"{path} is refused: it is {file_kind(os.fstat(fd).st_mode)}")
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 PLOT_AT_END = "drawn when the sweep ends (or now by: python -m seedbed.tools.summarize <sweep dir>)"
@@ -336,7 +350,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             file=sys.stderr,
         )
         sys.exit(EXIT_USER_ERROR)
-    summary = write_summary(args[0])
+    try:
+        summary = write_summary(args[0])
+    except SeedbedError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
     print(f"{summary_table(summary)}\n\nwrote {Path(args[0]) / SUMMARY_JSON}, {SUMMARY_MD}")
 
 

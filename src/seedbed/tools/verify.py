@@ -25,8 +25,8 @@ import yaml
 
 from seedbed.config import CONFIG_DIR, run_name
 from seedbed.runs.errors import EXIT_USER_ERROR, SeedbedError
-from seedbed.runs.record import CONFIG_FILE, RUN_FILE, read_json
-from seedbed.runs.targets import check_targets
+from seedbed.runs.received import check_received, without_downloads
+from seedbed.runs.record import CONFIG_FILE, RUN_FILE, read_json, read_yaml
 from seedbed.tools.compare import (
     EXIT_DIFFERENT,
     check_run_dir,
@@ -46,8 +46,9 @@ RERUN_HEADER = {
 
 def train_command(run_dir: Path, overrides: list[str], flags: list[str]) -> list[str]:
     """`python train.py <flags> hydra.run.dir=<run_dir> <overrides>`: Hydra wants flags first."""
-    # Installed without its checkout: the same entry point, by import.
-    entry = [str(TRAIN_SCRIPT)] if TRAIN_SCRIPT.is_file() else ["-m", "seedbed"]
+    # Installed without its checkout: the same entry point, by import; -P keeps the working
+    # directory (a recorded run's, see recorded_cwd) off the import path.
+    entry = [str(TRAIN_SCRIPT)] if TRAIN_SCRIPT.is_file() else ["-P", "-m", "seedbed"]
     return [sys.executable, *entry, *flags, f"hydra.run.dir={run_dir}", *overrides]
 
 
@@ -86,11 +87,7 @@ def run_training(
 
 def rerun_config(recorded: Path, where: Path) -> list[str]:
     """Arguments that make train.py compose exactly the recorded, resolved config."""
-    try:
-        config = yaml.safe_load((recorded / CONFIG_FILE).read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise SeedbedError(f"{recorded / CONFIG_FILE} cannot be read: {first}") from None
+    config = read_yaml(recorded / CONFIG_FILE)
     if not isinstance(config, dict) or "seed" not in config:
         raise SeedbedError(
             f"{recorded / CONFIG_FILE} is not a resolved run config: "
@@ -100,7 +97,11 @@ def rerun_config(recorded: Path, where: Path) -> list[str]:
     for key in ("hydra", "defaults"):
         if key in config:
             raise SeedbedError(f"{recorded / CONFIG_FILE}: key {key!r} is refused in a run config")
-    check_targets(config, str(recorded / CONFIG_FILE))
+    check_received(config, str(recorded / CONFIG_FILE))
+    # A rerun is a check, not a new tracked run: it logs to its own metrics.jsonl only, and
+    # fetches nothing (the recorded loggers and downloads are the sender's choice).
+    config = without_downloads(config)
+    config["logger"] = {"tensorboard": None, "mlflow": None}
     # A relative data path that does not resolve from here: the absolute one run.json recorded.
     recorded_data = read_json(recorded / RUN_FILE).get("data") or {}
     for key, absolute in (recorded_data.get("paths") or {}).items():
@@ -118,12 +119,19 @@ def recorded_cwd(recorded: Path) -> Path | None:
     """The directory the run was started in (Hydra's record of it), where relative paths in
     its config (e.g. `data.path`) mean what they meant; None when unknown or gone."""
     hydra_record = recorded / ".hydra" / "hydra.yaml"
-    if not hydra_record.is_file():
+    if not os.path.lexists(hydra_record):
         return None
+    # Hydra's own record: kept unresolved (it holds `${...}` in every run), never resolved
+    # here; only a plain path is taken from it.
     try:
-        cwd = yaml.safe_load(hydra_record.read_text())["hydra"]["runtime"]["cwd"]
-    except (yaml.YAMLError, KeyError, TypeError):
+        cwd = read_yaml(hydra_record)["hydra"]["runtime"]["cwd"]
+    except (KeyError, TypeError):
         return None
+    if not isinstance(cwd, str) or "${" in cwd:
+        raise SeedbedError(
+            f"{hydra_record}: hydra.runtime.cwd={cwd!r} is refused: a plain path (the "
+            "directory the run was started in), never resolved from a received file"
+        )
     return Path(cwd) if cwd and Path(cwd).is_dir() else None
 
 
