@@ -36,6 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from seedbed.config import validate
 from seedbed.runs.checkpoint import Checkpointer, Stateful
+from seedbed.runs.code_patch import patch_record
 from seedbed.runs.determinism import set_determinism
 from seedbed.runs.device import resolve_device
 from seedbed.runs.distributed import (
@@ -198,7 +199,8 @@ class RunSession:
         # of where it started (run.json's `resumes` history says when it was resumed).
         if self.plan is None:
             environment = write_environment(self.run_dir)
-            self.record.update(environment=ENVIRONMENT_FILE)
+            git = environment.get("git", {})
+            self.record.update(environment=ENVIRONMENT_FILE, code_patch=patch_record(git))
         else:
             environment = read_environment(self.run_dir)
         self.jsonl = MetricsLog(self.run_dir / METRICS_FILE)
