@@ -26,7 +26,14 @@ from seedbed.config import flatten
 from seedbed.runs.checkpoint import load_checkpoint
 from seedbed.runs.environment import read_environment
 from seedbed.runs.errors import EXIT_USER_ERROR, SeedbedError
-from seedbed.runs.record import CONFIG_FILE, METRICS_FILE, RUN_FILE, read_json, read_metrics
+from seedbed.runs.record import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    RUN_FILE,
+    read_json,
+    read_metrics,
+    tensor_bytes,
+)
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
 EXIT_DIFFERENT = 1
@@ -121,11 +128,12 @@ def metrics_divergence(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict
     return None
 
 
-def _bytes_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
-    a, b = a.detach().cpu().contiguous(), b.detach().cpu().contiguous()
+def _bytes_equal(a: Any, b: Any) -> bool:
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
+        return type(a) is type(b) and repr(a) == repr(b)  # a module's extra state
     if a.dtype != b.dtype or a.shape != b.shape:
         return False
-    return a.numel() == 0 or torch.equal(a.view(torch.uint8), b.view(torch.uint8))
+    return torch.equal(tensor_bytes(a), tensor_bytes(b))
 
 
 def weights_difference(
@@ -138,6 +146,9 @@ def weights_difference(
             differences.append({"name": name, "reason": f"only in {'a' if name in a else 'b'}"})
         elif not _bytes_equal(a[name], b[name]):
             ta, tb = a[name], b[name]
+            if not isinstance(ta, torch.Tensor) or not isinstance(tb, torch.Tensor):
+                differences.append({"name": name, "reason": f"{ta!r} vs {tb!r}"})
+                continue
             if ta.shape != tb.shape:
                 reason = f"shape {tuple(ta.shape)} vs {tuple(tb.shape)}"
                 differences.append({"name": name, "reason": reason})
