@@ -32,6 +32,7 @@ from seedbed.runs.checkpoint import (
 from seedbed.runs.environment import ENVIRONMENT_FILE
 from seedbed.runs.errors import ConfigError, SeedbedError
 from seedbed.runs.files import open_nofollow
+from seedbed.runs.forced_resume import refuse_unapplied, refuse_unknown_optimizer_settings
 from seedbed.runs.interrupts import epoch_position
 from seedbed.runs.record import METRICS_FILE, RUN_FILE, read_json
 from seedbed.runs.targets import check_targets
@@ -353,6 +354,10 @@ def plan_resume(
     validate(effective)
     changes = config_changes(saved, effective)
     check_changes(changes, effective)
+    if effective.resume.force:  # a forced change must be one the resumed run really makes
+        forced = {k: v for k, v in changes.items() if not is_safe_on_resume(k, effective)}
+        refuse_unapplied(forced, effective)
+        refuse_unknown_optimizer_settings(forced, effective)
     check_epochs(effective.trainer.epochs, checkpoint["loop"])
     if changes:
         log.warning(

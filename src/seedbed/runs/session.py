@@ -51,6 +51,7 @@ from seedbed.runs.distributed import (
 from seedbed.runs.environment import ENVIRONMENT_FILE, read_environment, write_environment
 from seedbed.runs.errors import SeedbedError, error_line, refused_arguments, user_error
 from seedbed.runs.files import refuse_links, remove_temporary_files
+from seedbed.runs.forced_resume import apply_settings, built_settings, rebuilds_schedule
 from seedbed.runs.interrupts import (
     GracefulStop,
     TrainingInterrupted,
@@ -264,7 +265,14 @@ class RunSession:
         )
         if self.plan is not None:
             saved = self.plan.checkpoint
+            # What the new config built, before the checkpoint replaces it: a forced change of
+            # the optimizer's settings or the schedule is applied on top of the restored state.
+            optimizer, scheduler = parts.get("optimizer"), parts.get("scheduler")
+            reapply = self.cfg.resume.force and rebuilds_schedule(self.plan.changes)
+            built = built_settings(optimizer, scheduler) if reapply and optimizer else None
             self.checkpoints.restore(saved)
+            if built is not None:
+                apply_settings(built, optimizer, scheduler, saved["loop"]["step"])
             rng = (
                 saved["rng"]
                 if saved.get("rng_ranks") is None
