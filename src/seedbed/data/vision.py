@@ -14,6 +14,7 @@ official test set. run.json records a fingerprint of the files read.
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -111,8 +112,19 @@ def _splits(
         test = KeyedDataset(test_set, eval_tf, plain_transform=eval_tf)
     else:
         test = part(test_idx, eval_tf) if len(test_idx) else None
-    check_transforms(train, train_items, "data.train_transform")
-    shape = check_transforms(val, eval_items, "data.eval_transform").shape
+    for dataset, items, key in (
+        (train, train_items, "data.train_transform"),
+        (val, eval_items, "data.eval_transform"),
+    ):
+        x = check_transforms(dataset, items, key)
+        if not x.is_floating_point():  # the model's first layer takes floats
+            raise ConfigError(
+                key,
+                [type(item).__name__ for item in items],
+                f"transforms ending in a float image (they give {x.dtype}): add "
+                "{_target_: seedbed.data.vision.to_float} (ToDtype float32, scaled to [0, 1])",
+            )
+    shape = x.shape
     return DataSplits(train, val, tuple(shape), test=test, num_classes=num_classes)
 
 
@@ -221,6 +233,15 @@ def image_folder(
             root,
             f"a folder with one sub-folder of images per class ({str(error).splitlines()[0]})",
         ) from error
+    for sample, _ in base.samples:  # found by name: a link may lead nowhere
+        if not os.path.exists(sample):
+            relative = os.path.relpath(sample, path)
+            raise ConfigError(
+                "data.root",
+                root,
+                f"a folder of readable images: {relative} is a link to nothing "
+                f"({os.readlink(sample)}); remove it or restore what it points to",
+            )
     v2 = torchvision().transforms.v2
     augment = [v2.RandomResizedCrop(image_size), v2.RandomHorizontalFlip()]
     resize = [v2.Resize(image_size), v2.CenterCrop(image_size)]

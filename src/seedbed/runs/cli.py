@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import io
 import logging
 import os
@@ -39,6 +40,10 @@ from seedbed.runs.resume import restartable, run_dir_of
 from seedbed.runs.session import run_training
 
 log = logging.getLogger("seedbed")
+
+# A write the machine refused (a full disk or quota, a read-only or forbidden place), e.g.
+# while Hydra writes .hydra/: one line naming the file, not a traceback.
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 # Filled by each Hydra job as it starts: an error raised before any did is a composition error.
 jobs_started: list[int] = []
@@ -264,6 +269,13 @@ def cli() -> None:
         run_dir = _record_composition_failure(error)
         where = f" (recorded in {run_dir / 'run.json'})" if run_dir else ""
         print(f"error: {error_line(error)}{where}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except OSError as error:  # after Hydra's: a MissingConfigException is an OSError too
+        if error.errno not in DISK_ERRORS:
+            raise  # not the machine's disk: a bug, keep the traceback
+        stderr.release(drop=True)
+        where = f"{error.filename} cannot be written" if error.filename else "a write failed"
+        print(f"error: {where}: {error.strerror}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     finally:
         stderr.release(drop=False)

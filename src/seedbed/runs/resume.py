@@ -262,11 +262,12 @@ def rewind_run_dir(run_dir: Path, checkpoint_path: Path, checkpoint: dict[str, A
     size = metrics.stat().st_size if metrics.exists() else 0
     cut = offset  # drop what was logged after the checkpoint: it is redone
     if size < offset:
-        # Cut short (a damaged copy): keep the whole records, drop a half-written last one.
-        cut = metrics.read_bytes().rfind(b"\n") + 1
+        # Cut short (a damaged copy) or gone: keep the whole records, drop a half-written one.
+        cut = metrics.read_bytes().rfind(b"\n") + 1 if metrics.exists() else 0
+        held = f"holds {size} bytes, fewer than" if metrics.exists() else "is missing: lost"
         done.metrics_note = (
-            f"{METRICS_FILE} holds {size} bytes, fewer than the {offset} written before "
-            f"step {step}: earlier records are missing"
+            f"{METRICS_FILE} {held} the {offset} written before step {step}: earlier "
+            "records are missing"
         )
         log.warning(done.metrics_note)
     if size > cut:
