@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 
 import pytest
 import torch
 from helpers import train_in_process
 
+from seedbed import evaluate
 from seedbed.runs.checkpoint import load_checkpoint
+from seedbed.runs.errors import SeedbedError
 from seedbed.runs.record import weights_sha256
 from seedbed.tools.compare import weights_difference
 
@@ -79,3 +82,26 @@ def test_weights_sha256_is_unchanged_for_tensors_of_one_or_more_dims():
     digest.update(tensor.view(torch.uint8).numpy().tobytes())
     assert weights_sha256({"w": tensor}) == digest.hexdigest()
     assert weights_sha256({"w": tensor.t()}) == weights_sha256({"w": tensor.t().contiguous()})
+
+
+def test_a_run_of_a_users_own_model_says_what_reading_it_back_needs(tmp_path, caplog):
+    run_dir = tmp_path / "run"
+    user = ["model._target_=user_models.BatchNormNet", "model.hidden=[16]"]
+    with caplog.at_level(logging.WARNING, logger="seedbed"):
+        train_in_process(run_dir, *SHORT, *user)
+    [warning] = [r.getMessage() for r in caplog.records if "allow_targets" in r.getMessage()]
+    assert "model._target_='user_models.BatchNormNet'" in warning
+    assert "allow_targets=[user_models]" in warning and "--allow-targets user_models" in warning
+
+    checkpoint = run_dir / "checkpoints" / "last.pt"
+    with pytest.raises(SeedbedError, match="model._target_='user_models.BatchNormNet' is refused"):
+        evaluate.evaluate_checkpoint(checkpoint)
+    options = evaluate.parse_args([f"ckpt={checkpoint}", "allow_targets=[user_models]"])
+    allowed = evaluate.prefixes(options["allow_targets"])
+    result = evaluate.evaluate_checkpoint(checkpoint, allow_targets=allowed)
+    assert result["weights_sha256"] == weights_sha256(load_checkpoint(checkpoint)["model"])
+
+    with pytest.raises(SeedbedError, match="is refused"):
+        train_in_process(run_dir, f"resume={run_dir}", "trainer.epochs=2")
+    resumed = [f"resume={run_dir}", "trainer.epochs=2", "allow_targets=[user_models]"]
+    assert train_in_process(run_dir, *resumed)["status"] == "completed"

@@ -13,6 +13,7 @@ from helpers import train_in_process
 from seedbed.runs.checkpoint import load_checkpoint
 from seedbed.runs.errors import SeedbedError
 from seedbed.runs.record import read_metrics
+from seedbed.tools import verify
 
 # 112 training samples in batches of 32: 4 steps an epoch, 12 in all, the lr of every step
 # logged; a checkpoint every 2 steps, all kept.
@@ -49,6 +50,10 @@ def test_a_forced_lr_is_the_lr_of_every_step_after_the_resume(tmp_path):
     assert sorted(lrs) == list(range(1, 13))
     assert {lr for step, lr in lrs.items() if step <= STEP} == {0.05}
     assert {lr for step, lr in lrs.items() if step > STEP} == {0.2}
+    # No one config reproduces it: verify --against says so rather than report a mismatch.
+    with pytest.raises(SeedbedError, match=r"resumed with forced changes \(optim.lr: 0.05 -> 0.2"):
+        verify.verify([], against=str(run_dir), out=tmp_path / "verify")
+    assert not (tmp_path / "verify").exists()
 
 
 @pytest.mark.parametrize(

@@ -85,6 +85,11 @@ def test_seed_sweep_summary_is_recomputed_from_the_run_dirs(seed_sweep, tmp_path
         assert stats["std"] == pytest.approx(statistics.stdev(values), rel=1e-12)
         assert (stats["min"], stats["max"]) == (min(values), max(values))
     assert "| val/loss | 3 |" in (sweep / "summary.md").read_text()
+    # Epochs and steps are counts of what each run did, not statistics with an interval.
+    assert "epochs" not in summary["metrics"] and "steps" not in summary["metrics"]
+    assert summary["groups"][0]["counts"] == {"epochs": [2], "steps": [18]}
+    assert "Each run: epochs 2, steps 18." in (sweep / "summary.md").read_text()
+    assert "\n  epochs 2, steps 18\n" in ended.stdout
     # The sweep ends by printing where it is and the table: mean ± std and the interval.
     stats = summary["metrics"]["val/loss"]
     assert f"sweep {sweep}: 3 of 3 jobs completed" in ended.stdout

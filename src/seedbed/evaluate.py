@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +37,20 @@ from seedbed.train import build_task
 SPLITS = ("val", "train", "test")
 USAGE = (
     "usage: python eval.py ckpt=<checkpoint.pt> [split=val|train|test] "
-    "[out=<file in the run dir>] [device=<d>]"
+    "[out=<file in the run dir>] [device=<d>] [allow_targets=[<module prefix>,...]]"
 )
+KEYS = ("ckpt", "split", "out", "device", "allow_targets")
 
 
-def evaluate_checkpoint(path: str | Path, split: str = "val", device: str | None = None) -> dict:
-    """The checkpoint's task metrics on `split`, with what identifies them."""
+def evaluate_checkpoint(
+    path: str | Path,
+    split: str = "val",
+    device: str | None = None,
+    allow_targets: Sequence[str] = (),
+) -> dict:
+    """The checkpoint's task metrics on `split`, with what identifies them. `allow_targets`:
+    module prefixes trusted as `_target_` in the checkpoint's config, beyond seedbed's list
+    (a model of your own package: `mypkg.models`)."""
     if split not in SPLITS:
         raise ConfigError("split", split, f"one of {', '.join(SPLITS)}")
     path = Path(path)
@@ -50,7 +59,7 @@ def evaluate_checkpoint(path: str | Path, split: str = "val", device: str | None
     stored = checkpoint.get("config") if isinstance(checkpoint, dict) else None
     if not isinstance(stored, dict) or not isinstance(checkpoint.get("model"), dict):
         raise SeedbedError(f"checkpoint {path} holds no run config and model weights")
-    check_targets(stored, f"checkpoint {path}")  # before anything is built from it
+    check_targets(stored, f"checkpoint {path}", allow_targets)  # before anything is built
     cfg = OmegaConf.create(stored)
     set_determinism(cfg.determinism.mode)
     target = target or resolve_device(cfg.trainer.device, key="device")
@@ -118,12 +127,26 @@ def parse_args(args: list[str]) -> dict[str, str]:
             value = args.pop(0)
         elif not sep:
             raise SeedbedError(f"{arg!r} is not key=value; {USAGE}")
-        if key not in ("ckpt", "split", "out", "device"):
-            raise ConfigError(key, value, f"one of ckpt, split, out, device; {USAGE}")
+        if key not in KEYS:
+            raise ConfigError(key, value, f"one of {', '.join(KEYS)}; {USAGE}")
         options[key] = value
     if "ckpt" not in options:
         raise SeedbedError(f"ckpt is missing; {USAGE}")
     return options
+
+
+def prefixes(value: str) -> list[str]:
+    """`allow_targets=[mypkg.models,other]` (or without brackets) as a list of prefixes."""
+    inner = value.strip()
+    if inner.startswith("[") and inner.endswith("]"):
+        inner = inner[1:-1]
+    found = [part.strip().strip("'\"") for part in inner.split(",") if part.strip()]
+    for prefix in found:
+        if not all(part.isidentifier() for part in prefix.split(".")):
+            raise ConfigError(
+                "allow_targets", value, f"a list of module prefixes like [mypkg.models]; {USAGE}"
+            )
+    return found
 
 
 def write_eval(result: dict[str, Any], out: Path) -> None:
@@ -136,7 +159,10 @@ def cli() -> None:
     try:
         options = parse_args(sys.argv[1:])
         result = evaluate_checkpoint(
-            options["ckpt"], options.get("split", "val"), options.get("device")
+            options["ckpt"],
+            options.get("split", "val"),
+            options.get("device"),
+            prefixes(options.get("allow_targets", "")),
         )
         # Relative to the run directory (an absolute path is kept as it is): a file written
         # into the working directory would sit in the repository and mark later runs dirty.

@@ -49,7 +49,13 @@ from seedbed.runs.distributed import (
     teardown_distributed,
 )
 from seedbed.runs.environment import ENVIRONMENT_FILE, read_environment, write_environment
-from seedbed.runs.errors import SeedbedError, error_line, refused_arguments, user_error
+from seedbed.runs.errors import (
+    SeedbedError,
+    error_line,
+    refused_arguments,
+    refused_target,
+    user_error,
+)
 from seedbed.runs.files import refuse_links, remove_temporary_files
 from seedbed.runs.forced_resume import apply_settings, built_settings, rebuilds_schedule
 from seedbed.runs.interrupts import (
@@ -85,6 +91,8 @@ from seedbed.runs.resume import (
     rewind_run_dir,
 )
 from seedbed.runs.seeding import Seeds, capture_rng_states, restore_rng_states, seed_everything
+from seedbed.runs.targets import ALLOWED_PREFIXES, is_allowed, user_prefixes
+from seedbed.runs.targets import _walk as walk_targets
 
 log = logging.getLogger("seedbed")
 
@@ -162,6 +170,8 @@ class RunSession:
         cfg = self.cfg
         validate(cfg)
         check_logger_packages(cfg.logger)
+        if self.plan is None and self.writes_run_dir and (warning := untrusted_targets(cfg)):
+            log.warning(warning)
         if self.plan is not None and self.writes_run_dir:
             rewound = rewind_run_dir(self.run_dir, self.plan.path, self.plan.checkpoint)
             self._recording = True  # from here on, the resumed run's status is this process's
@@ -346,7 +356,9 @@ class RunSession:
                 )
                 if (mine := user_error(error)) is not None and mine is not error:
                     raise mine from error  # e.g. a ConfigError raised inside instantiate
-                if isinstance(error, InstantiationException) and refused_arguments(error.__cause__):
+                if isinstance(error, InstantiationException) and (
+                    refused_arguments(error.__cause__) or refused_target(error)
+                ):
                     raise SeedbedError(message) from error  # a component refused its arguments
                 if isinstance(error, OmegaConfBaseException):
                     raise SeedbedError(message) from error  # a config value we could not read
@@ -356,6 +368,30 @@ class RunSession:
                 self.metrics = None
             teardown_distributed()
             self._lock.release()
+
+
+def untrusted_targets(cfg: DictConfig) -> str | None:
+    """A warning when the run builds a `_target_` that files read back from it (by eval.py,
+    resume=, verify --against) are refused unless the reader trusts it: a model of the user's
+    own package, say. None when every target is on seedbed's allow-list or the user's own
+    (configs/train.yaml), which those readers take."""
+    trusted = (*ALLOWED_PREFIXES, *user_prefixes())
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    outside = {
+        key: target
+        for key, target in walk_targets(plain, "")
+        if isinstance(target, str) and not is_allowed(target, trusted)
+    }
+    if not outside:
+        return None
+    modules = sorted({target.rpartition(".")[0] or target for target in outside.values()})
+    listed = ", ".join(f"{key}={target!r}" for key, target in outside.items())
+    return (
+        f"{listed}: outside the targets seedbed builds from files it reads; eval.py and "
+        f"resume= of this run will need allow_targets=[{','.join(modules)}], verify --against "
+        f"{' '.join('--allow-targets ' + m for m in modules)} (or set allow_targets in "
+        "configs/train.yaml)"
+    )
 
 
 def seed_line(cfg: DictConfig) -> str:

@@ -11,7 +11,6 @@ number is compared bit for bit: "close" is not "identical".
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -34,6 +33,7 @@ from seedbed.runs.record import (
     read_metrics,
     tensor_bytes,
 )
+from seedbed.tools.arguments import OneLineParser
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
 EXIT_DIFFERENT = 1
@@ -384,7 +384,7 @@ def format_report(report: Mapping[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m seedbed.tools.compare",
         description="Compare two run directories: config, environment, metrics, weights.",
     )
