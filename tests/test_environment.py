@@ -180,7 +180,7 @@ def test_code_patch_leaves_out_untracked_files_that_hold_a_secret(tmp_path, scan
     run_git(tmp_path, "init", "-q")
     _commit(tmp_path, {"train.py": "print('train')\n"})
     planted = {
-        "setup_aws.sh": "#!/bin/sh\nexport AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENGbPxRfiCYzq4\n",
+        "setup_aws.sh": "#!/bin/sh\nexport AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENGbPxRfiC\n",
         "local_settings.toml": '[db]\nhost = "localhost"\npassword = "hunter2-correct-horse"\n',
         "deploy.yaml": "registry:\n  user: me\n  password: tr0ub4dor-and-3\n",
         "keys.py": "import os\nHF = 'hf_abcdefghijklmnopqrstuvwxyzABCDEFGH'\n",
