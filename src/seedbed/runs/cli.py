@@ -26,6 +26,7 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
@@ -33,7 +34,7 @@ from seedbed.config import CONFIG_DIR, register_configs, run_name
 from seedbed.runs.distributed import launched_rank
 from seedbed.runs.errors import EXIT_USER_ERROR, ConfigError, SeedbedError, error_line
 from seedbed.runs.files import refuse_links
-from seedbed.runs.interrupts import TrainingInterrupted, exit_status
+from seedbed.runs.interrupts import SweepInterrupted, TrainingInterrupted, exit_status
 from seedbed.runs.lock import RunLock
 from seedbed.runs.record import RUN_FILE, RunRecord, command_line
 from seedbed.runs.resume import restartable, run_dir_of
@@ -47,6 +48,9 @@ DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPER
 
 # Filled by each Hydra job as it starts: an error raised before any did is a composition error.
 jobs_started: list[int] = []
+# The process that runs the command line: a sweep's jobs run in it one after another with
+# Hydra's basic launcher, in other processes with joblib or submitit.
+LAUNCHING_PID: list[int] = [0]
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
@@ -63,7 +67,13 @@ def main(cfg: DictConfig) -> float:
         with tempfile.TemporaryDirectory(prefix=f"seedbed-rank{launched_rank()}-") as scratch:
             final = run_training(cfg, Path(scratch), overrides)
         return final[cfg.task.monitor]
-    final = run_training(cfg, run_dir, overrides)
+    try:
+        final = run_training(cfg, run_dir, overrides)
+    except TrainingInterrupted as stopped:
+        if hydra_config.mode == RunMode.MULTIRUN and os.getpid() == LAUNCHING_PID[0]:
+            # Ctrl-C means "stop the sweep": the launcher must not start the next job.
+            raise SweepInterrupted(stopped.signum, str(stopped)) from stopped
+        raise
     # The run's own monitor: a resumed run's config is the saved one, not this command's.
     return final[RunRecord(run_dir).data["monitor"]["metric"]]
 
@@ -219,6 +229,7 @@ class _HoldHydraJobLine:
 def cli() -> None:
     """Run Hydra; an expected error becomes one line on stderr and exit status 2."""
     register_configs()
+    LAUNCHING_PID[0] = os.getpid()
     sys.argv[1:] = expand_resume_shorthand(sys.argv[1:])
     if (message := multirun_under_torchrun(sys.argv[1:])) is not None:
         print(f"error: {message}", file=sys.stderr)
@@ -251,6 +262,11 @@ def cli() -> None:
     stderr = sys.stderr = _HoldHydraJobLine(sys.stderr)
     try:
         main()
+    except SweepInterrupted as stopped:
+        stderr.release(drop=True)
+        _print_sweep_end_after_a_failure()  # the summary of what finished
+        print(f"{stopped}\nthe sweep stopped: its later jobs were not started", file=sys.stderr)
+        sys.exit(exit_status(stopped.signum))
     except TrainingInterrupted as stopped:
         stderr.release(drop=True)
         print(str(stopped), file=sys.stderr)
