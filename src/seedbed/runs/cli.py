@@ -31,7 +31,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from seedbed.config import CONFIG_DIR, register_configs, run_name
-from seedbed.runs.distributed import launched_rank
+from seedbed.runs.distributed import launched_rank, speak_only_as_rank_0
 from seedbed.runs.errors import EXIT_USER_ERROR, ConfigError, SeedbedError, error_line
 from seedbed.runs.files import refuse_links
 from seedbed.runs.interrupts import SweepInterrupted, TrainingInterrupted, exit_status
@@ -62,7 +62,7 @@ def main(cfg: DictConfig) -> float:
     run_dir = Path(hydra_config.runtime.output_dir)
     overrides = list(hydra_config.overrides.task)
     if launched_rank() != 0:
-        log.setLevel(logging.WARNING)  # one rank's progress lines are enough on the console
+        speak_only_as_rank_0(launched_rank())  # one console: rank 0's lines, others' warnings
         # Only rank 0 writes the run directory; the others record into a scratch one.
         with tempfile.TemporaryDirectory(prefix=f"seedbed-rank{launched_rank()}-") as scratch:
             final = run_training(cfg, Path(scratch), overrides)
@@ -235,6 +235,7 @@ def cli() -> None:
         print(f"error: {message}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     if launched_rank() != 0:
+        speak_only_as_rank_0(launched_rank())  # its errors too, prefixed with its rank
         # Every torchrun process would make its own Hydra run dir (each names it anew):
         # the ranks other than 0 log into a scratch one instead, removed when they exit.
         scratch = tempfile.mkdtemp(prefix=f"seedbed-rank{launched_rank()}-")
