@@ -592,3 +592,13 @@ def test_a_full_disk_while_hydra_writes_its_record_is_one_line(tmp_path, monkeyp
     code, _, err = run_cli(tmp_path / "run", *TINY)
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith("error: ") and "config.yaml cannot be written: No space left" in err
+
+
+def test_a_slurm_sweep_where_slurm_is_not_is_one_line(tmp_path, monkeypatch):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    monkeypatch.setattr(shutil, "which", lambda name: None)  # no srun here, nor on a cluster
+    sweep = tmp_path / "sweep"
+    code, _, err = run_cli(tmp_path / "x", "-m", f"hydra.sweep.dir={sweep}", "hydra/launcher=slurm")
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("error: hydra/launcher=slurm needs a SLURM cluster: srun and sbatch")
+    assert not sweep.exists()

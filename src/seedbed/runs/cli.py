@@ -133,6 +133,21 @@ def multirun_under_torchrun(args: list[str]) -> str | None:
     )
 
 
+SLURM_MISSING = (
+    "hydra/launcher=slurm needs a SLURM cluster: srun and sbatch are not on PATH here "
+    "(start the sweep on the cluster's login node; hydra/launcher=submitit_local runs the "
+    "same jobs on this machine)"
+)
+
+
+def slurm_without_srun(args: list[str]) -> str | None:
+    """The message for a SLURM sweep started where SLURM is not, before anything is written."""
+    if not ({"-m", "--multirun"} & set(args)) or shutil.which("srun") is not None:
+        return None
+    chosen = [a.split("=", 1)[1] for a in args if a.lstrip("+~").startswith("hydra/launcher=")]
+    return SLURM_MISSING if chosen and chosen[-1] == "slurm" else None
+
+
 # Config groups that only mean something to a sweep: without -m Hydra would do one plain run.
 MULTIRUN_ONLY = ("sweep", "hparams_search")
 
@@ -241,7 +256,7 @@ def cli() -> None:
         scratch = tempfile.mkdtemp(prefix=f"seedbed-rank{launched_rank()}-")
         atexit.register(shutil.rmtree, scratch, ignore_errors=True)
         sys.argv.append(f"hydra.run.dir={scratch}")
-    for check in (missing_resume_path, multirun_only_without_m):
+    for check in (missing_resume_path, multirun_only_without_m, slurm_without_srun):
         if (message := check(sys.argv[1:])) is not None:
             print(f"error: {message}", file=sys.stderr)
             sys.exit(EXIT_USER_ERROR)
@@ -286,6 +301,12 @@ def cli() -> None:
         run_dir = _record_composition_failure(error)
         where = f" (recorded in {run_dir / 'run.json'})" if run_dir else ""
         print(f"error: {error_line(error)}{where}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except RuntimeError as error:
+        if 'Could not detect "srun"' not in str(error):  # submitit's, the launcher chosen
+            raise  # in a config file rather than on the command line
+        stderr.release(drop=True)
+        print(f"error: {SLURM_MISSING}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     except OSError as error:  # after Hydra's: a MissingConfigException is an OSError too
         if error.errno not in DISK_ERRORS:
