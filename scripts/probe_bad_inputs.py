@@ -50,8 +50,11 @@ EXTRA = {
 
 
 def command(checkout: Path, tool: str, args: list[str], run_dir: Path) -> list[str]:
-    if tool == "train":
-        return [sys.executable, str(checkout / "train.py"), f"hydra.run.dir={run_dir}", *args]
+    if tool == "train":  # Hydra's flags (-m) first
+        flags = [a for a in args if a.startswith("-")]
+        rest = [a for a in args if not a.startswith("-")]
+        train = [sys.executable, str(checkout / "train.py")]
+        return [*train, *flags, f"hydra.run.dir={run_dir}", *rest]
     if tool == "eval":
         return [sys.executable, str(checkout / "eval.py"), *args]
     return [sys.executable, "-m", f"seedbed.tools.{tool}", *args]
