@@ -4,8 +4,9 @@
     python scripts/probe_sigkill_resume.py --kills 58 --checkout <dir> --seed 1
 
 One uninterrupted reference run, then `--kills` trials. Each trial starts the same run,
-sends SIGKILL to its process group at a random instant of the reference's wall time
-(anywhere: starting up, mid-step, while a checkpoint or run.json is written), then resumes
+sends SIGKILL to its process group at a random instant of the reference's wall time (three
+in four while it trains: mid-step, while a checkpoint, run.json or metrics.jsonl is
+written; one in four anywhere, start-up included), then resumes
 it (`resume=<run>`; a run killed before its first checkpoint is started again in place,
 as the README says) until it completes. A trial counts as survived when run.json says
 `completed` and the weights SHA-256, the loss-series SHA-256 and metrics.jsonl equal the
@@ -114,12 +115,23 @@ def main() -> int:
         where = Path(scratch)
         started = time.perf_counter()
         reference = where / "reference"
-        train(checkout, reference, *RUN, "loader.num_workers=0").wait()
+        process = train(checkout, reference, *RUN, "loader.num_workers=0")
+        training = None  # when its step-0 checkpoint appeared: training had begun
+        while process.poll() is None:
+            if training is None and (reference / "checkpoints" / "last.pt").exists():
+                training = time.perf_counter() - started
+            time.sleep(0.01)
         seconds = time.perf_counter() - started
+        training = training or 0.0
         expected = outcome(reference)
-        print(f"reference: {expected[0]} in {seconds:.1f} s, weights {expected[1]}")
+        print(
+            f"reference: {expected[0]} in {seconds:.1f} s (training from {training:.1f} s), "
+            f"weights {expected[1]}"
+        )
         for number in range(options.kills):
-            delay, workers = rng.uniform(0, seconds), (0, 2)[number % 2]
+            # One kill in four anywhere (start-up included), the others while it trains.
+            low = 0.0 if number % 4 == 3 else training
+            delay, workers = rng.uniform(low, seconds), (0, 2)[number % 2]
             got, left = trial(checkout, where / f"trial{number}", delay, workers)
             same = got == expected
             survived += same
