@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +44,21 @@ from seedbed.train import build_task
 SPLITS = ("val", "train", "test")
 USAGE = (
     "usage: python eval.py ckpt=<checkpoint.pt> [split=val|train|test] "
-    "[out=<file in the run dir, or an absolute path>] [device=<d>]"
+    "[out=<file in the run dir, or an absolute path>] [device=<d>] "
+    "[allow_targets=[<module prefix>,...]]"
 )
+KEYS = ("ckpt", "split", "out", "device", "allow_targets")
 
 
-def evaluate_checkpoint(path: str | Path, split: str = "val", device: str | None = None) -> dict:
-    """The checkpoint's task metrics on `split`, with what identifies them."""
+def evaluate_checkpoint(
+    path: str | Path,
+    split: str = "val",
+    device: str | None = None,
+    allow_targets: Sequence[str] = (),
+) -> dict:
+    """The checkpoint's task metrics on `split`, with what identifies them. `allow_targets`:
+    module prefixes trusted as `_target_` in the checkpoint's config, beyond seedbed's list
+    (a model of your own package: `mypkg.models`)."""
     if split not in SPLITS:
         raise ConfigError("split", split, f"one of {', '.join(SPLITS)}")
     path = Path(path)
@@ -57,7 +67,8 @@ def evaluate_checkpoint(path: str | Path, split: str = "val", device: str | None
     stored = checkpoint.get("config") if isinstance(checkpoint, dict) else None
     if not isinstance(stored, dict) or not isinstance(checkpoint.get("model"), dict):
         raise SeedbedError(f"checkpoint {path} holds no run config and model weights")
-    check_received(stored, f"checkpoint {path}")  # before anything is resolved or built
+    # Before anything is resolved or built.
+    check_received(stored, f"checkpoint {path}", allow_targets)
     cfg = OmegaConf.create(without_downloads(stored))
     set_determinism(cfg.determinism.mode)
     target = target or resolve_device(cfg.trainer.device, key="device")
@@ -125,8 +136,8 @@ def parse_args(args: list[str]) -> dict[str, str]:
             value = args.pop(0)
         elif not sep:
             raise SeedbedError(f"{arg!r} is not key=value; {USAGE}")
-        if key not in ("ckpt", "split", "out", "device"):
-            raise ConfigError(key, value, f"one of ckpt, split, out, device; {USAGE}")
+        if key not in KEYS:
+            raise ConfigError(key, value, f"one of {', '.join(KEYS)}; {USAGE}")
         options[key] = value
     if "ckpt" not in options:
         raise SeedbedError(f"ckpt is missing; {USAGE}")
@@ -161,6 +172,20 @@ def output_path(ckpt: str, out: str | None, split: str) -> Path:
     return path
 
 
+def prefixes(value: str) -> list[str]:
+    """`allow_targets=[mypkg.models,other]` (or without brackets) as a list of prefixes."""
+    inner = value.strip()
+    if inner.startswith("[") and inner.endswith("]"):
+        inner = inner[1:-1]
+    found = [part.strip().strip("'\"") for part in inner.split(",") if part.strip()]
+    for prefix in found:
+        if not all(part.isidentifier() for part in prefix.split(".")):
+            raise ConfigError(
+                "allow_targets", value, f"a list of module prefixes like [mypkg.models]; {USAGE}"
+            )
+    return found
+
+
 def write_eval(result: dict[str, Any], out: Path) -> None:
     text = to_json(result, indent=2, sort_keys=True) + "\n"
     atomic_write(out, lambda file: file.write(text.encode()))
@@ -175,7 +200,12 @@ def cli() -> None:
         # into the working directory would sit in the repository and mark later runs dirty.
         # Checked before the evaluation: a refused out= costs nothing.
         out = output_path(options["ckpt"], options.get("out"), split)
-        result = evaluate_checkpoint(options["ckpt"], split, options.get("device"))
+        result = evaluate_checkpoint(
+            options["ckpt"],
+            split,
+            options.get("device"),
+            prefixes(options.get("allow_targets", "")),
+        )
         try:
             write_eval(result, out)
         except OSError as error:

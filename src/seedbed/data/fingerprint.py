@@ -46,6 +46,11 @@ def _regular_size(path: Path) -> int:
     try:
         info = path.stat()
     except OSError as error:
+        if path.is_symlink():  # found by name, leads nowhere
+            raise SeedbedError(
+                f"data file {path} is a link to nothing ({os.readlink(path)}): remove it or "
+                "restore what it points to"
+            ) from None
         raise SeedbedError(f"data file {path} cannot be read: {error.strerror}") from None
     if not stat.S_ISREG(info.st_mode):
         link = f" (a link to {os.readlink(path)})" if path.is_symlink() else ""

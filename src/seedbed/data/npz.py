@@ -37,6 +37,13 @@ def _check_pair(path: str, x: np.ndarray, y: np.ndarray, x_name: str, y_name: st
             path,
             f"{allowed} are numeric arrays ({y_name}: {y.dtype}, shape {y.shape})",
         )
+    if np.iscomplexobj(x):  # the model takes real inputs: the imaginary part would be dropped
+        raise ConfigError(
+            "data.path",
+            path,
+            f"{allowed} are real: {x_name} is {x.dtype} (give its real and imaginary parts "
+            "as separate features)",
+        )
     if len(x) != len(y):
         raise ConfigError(
             "data.path",

@@ -113,8 +113,19 @@ def _splits(
         test = KeyedDataset(test_set, eval_tf, plain_transform=eval_tf)
     else:
         test = part(test_idx, eval_tf) if len(test_idx) else None
-    check_transforms(train, train_items, "data.train_transform")
-    shape = check_transforms(val, eval_items, "data.eval_transform").shape
+    for dataset, items, key in (
+        (train, train_items, "data.train_transform"),
+        (val, eval_items, "data.eval_transform"),
+    ):
+        x = check_transforms(dataset, items, key)
+        if not x.is_floating_point():  # the model's first layer takes floats
+            raise ConfigError(
+                key,
+                [type(item).__name__ for item in items],
+                f"transforms ending in a float image (they give {x.dtype}): add "
+                "{_target_: seedbed.data.vision.to_float} (ToDtype float32, scaled to [0, 1])",
+            )
+    shape = x.shape
     return DataSplits(train, val, tuple(shape), test=test, num_classes=num_classes)
 
 

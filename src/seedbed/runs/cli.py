@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import io
 import logging
 import os
@@ -25,14 +26,15 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from seedbed.config import CONFIG_DIR, register_configs, run_name
-from seedbed.runs.distributed import launched_rank
+from seedbed.runs.distributed import launched_rank, speak_only_as_rank_0
 from seedbed.runs.errors import EXIT_USER_ERROR, ConfigError, SeedbedError, error_line
 from seedbed.runs.files import refuse_unsafe_run_files
-from seedbed.runs.interrupts import TrainingInterrupted, exit_status
+from seedbed.runs.interrupts import SweepInterrupted, TrainingInterrupted, exit_status
 from seedbed.runs.lock import RunLock
 from seedbed.runs.outside_hydra import without_hydra
 from seedbed.runs.record import RUN_FILE, RunRecord, command_line
@@ -41,8 +43,15 @@ from seedbed.runs.session import check_resume, run_training
 
 log = logging.getLogger("seedbed")
 
+# A write the machine refused (a full disk or quota, a read-only or forbidden place), e.g.
+# while Hydra writes .hydra/: one line naming the file, not a traceback.
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
 # Filled by each Hydra job as it starts: an error raised before any did is a composition error.
 jobs_started: list[int] = []
+# The process that runs the command line: a sweep's jobs run in it one after another with
+# Hydra's basic launcher, in other processes with joblib or submitit.
+LAUNCHING_PID: list[int] = [0]
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
@@ -54,12 +63,18 @@ def main(cfg: DictConfig) -> float:
     run_dir = Path(hydra_config.runtime.output_dir)
     overrides = list(hydra_config.overrides.task)
     if launched_rank() != 0:
-        log.setLevel(logging.WARNING)  # one rank's progress lines are enough on the console
+        speak_only_as_rank_0(launched_rank())  # one console: rank 0's lines, others' warnings
         # Only rank 0 writes the run directory; the others record into a scratch one.
         with tempfile.TemporaryDirectory(prefix=f"seedbed-rank{launched_rank()}-") as scratch:
             final = run_training(cfg, Path(scratch), overrides)
         return final[cfg.task.monitor]
-    final = run_training(cfg, run_dir, overrides)
+    try:
+        final = run_training(cfg, run_dir, overrides)
+    except TrainingInterrupted as stopped:
+        if hydra_config.mode == RunMode.MULTIRUN and os.getpid() == LAUNCHING_PID[0]:
+            # Ctrl-C means "stop the sweep": the launcher must not start the next job.
+            raise SweepInterrupted(stopped.signum, str(stopped)) from stopped
+        raise
     # The run's own monitor: a resumed run's config is the saved one, not this command's.
     return final[RunRecord(run_dir).data["monitor"]["metric"]]
 
@@ -114,6 +129,21 @@ def multirun_under_torchrun(args: list[str]) -> str | None:
         "DDP jobs in a sweep: python train.py -m hydra/launcher=slurm "
         "hydra.launcher.tasks_per_node=<ranks> trainer.distributed=true ... (one rank per task)"
     )
+
+
+SLURM_MISSING = (
+    "hydra/launcher=slurm needs a SLURM cluster: srun and sbatch are not on PATH here "
+    "(start the sweep on the cluster's login node; hydra/launcher=submitit_local runs the "
+    "same jobs on this machine)"
+)
+
+
+def slurm_without_srun(args: list[str]) -> str | None:
+    """The message for a SLURM sweep started where SLURM is not, before anything is written."""
+    if not ({"-m", "--multirun"} & set(args)) or shutil.which("srun") is not None:
+        return None
+    chosen = [a.split("=", 1)[1] for a in args if a.lstrip("+~").startswith("hydra/launcher=")]
+    return SLURM_MISSING if chosen and chosen[-1] == "slurm" else None
 
 
 # Config groups that only mean something to a sweep: without -m Hydra would do one plain run.
@@ -276,19 +306,22 @@ class _HoldHydraJobLine:
 def cli() -> None:
     """Run Hydra; an expected error becomes one line on stderr and exit status 2."""
     register_configs()
+    LAUNCHING_PID[0] = os.getpid()
     sys.argv[1:] = expand_resume_shorthand(sys.argv[1:])
     if (message := multirun_under_torchrun(sys.argv[1:])) is not None:
         print(f"error: {message}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     if launched_rank() != 0:
+        speak_only_as_rank_0(launched_rank())  # its errors too, prefixed with its rank
         # Every torchrun process would make its own Hydra run dir (each names it anew):
         # the ranks other than 0 log into a scratch one instead, removed when they exit.
         scratch = tempfile.mkdtemp(prefix=f"seedbed-rank{launched_rank()}-")
         atexit.register(shutil.rmtree, scratch, ignore_errors=True)
         sys.argv.append(f"hydra.run.dir={scratch}")
-    if (message := multirun_only_without_m(sys.argv[1:])) is not None:
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
+    for check in (multirun_only_without_m, slurm_without_srun):
+        if (message := check(sys.argv[1:])) is not None:
+            print(f"error: {message}", file=sys.stderr)
+            sys.exit(EXIT_USER_ERROR)
     try:
         if launched_rank() == 0:  # the other ranks never write the run directory
             check_run_dir_before_hydra(sys.argv[1:])
@@ -308,6 +341,11 @@ def cli() -> None:
     stderr = sys.stderr = _HoldHydraJobLine(sys.stderr)
     try:
         main()
+    except SweepInterrupted as stopped:
+        stderr.release(drop=True)
+        _print_sweep_end_after_a_failure()  # the summary of what finished
+        print(f"{stopped}\nthe sweep stopped: its later jobs were not started", file=sys.stderr)
+        sys.exit(exit_status(stopped.signum))
     except TrainingInterrupted as stopped:
         stderr.release(drop=True)
         print(str(stopped), file=sys.stderr)
@@ -326,6 +364,19 @@ def cli() -> None:
         run_dir = _record_composition_failure(error)
         where = f" (recorded in {run_dir / 'run.json'})" if run_dir else ""
         print(f"error: {error_line(error)}{where}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except RuntimeError as error:
+        if 'Could not detect "srun"' not in str(error):  # submitit's, the launcher chosen
+            raise  # in a config file rather than on the command line
+        stderr.release(drop=True)
+        print(f"error: {SLURM_MISSING}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except OSError as error:  # after Hydra's: a MissingConfigException is an OSError too
+        if error.errno not in DISK_ERRORS:
+            raise  # not the machine's disk: a bug, keep the traceback
+        stderr.release(drop=True)
+        where = f"{error.filename} cannot be written" if error.filename else "a write failed"
+        print(f"error: {where}: {error.strerror}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     finally:
         stderr.release(drop=False)

@@ -64,7 +64,13 @@ class TensorBoardLogger:
         # TensorBoard drops every earlier point at or after purge_step. The checkpoint's own
         # step may hold points written before it was saved (kept) and after (to be redone):
         # purge it whole, then write back the kept ones.
-        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=resumed_at)
+        try:
+            self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=resumed_at)
+        except OSError as error:  # a file in its place, no permission, a full disk
+            raise SeedbedError(
+                f"logger.tensorboard.log_dir: {log_dir} cannot be a folder of event files "
+                f"({error.strerror})"
+            ) from error
         if resumed_at is not None:
             for record in kept:
                 if record.get("step") == resumed_at:
@@ -98,10 +104,29 @@ class MlflowLogger:
         """`run_id`: the MLflow run of the run being resumed, continued instead of a new one."""
         if not telemetry:  # read when mlflow is imported: set before
             os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
-        from mlflow.tracking import MlflowClient
-
         self.run_dir = run_dir
         self.log_artifacts = log_artifacts
+        try:
+            self._start(tracking_uri, artifact_location, experiment, params, tags, run_id)
+        except Exception as error:  # mlflow's own errors, many kinds: an unsupported URI, ...
+            text = str(error).strip() or type(error).__name__
+            first = text.splitlines()[0].split(". ")[0].strip()
+            raise SeedbedError(
+                f"logger.mlflow.tracking_uri={tracking_uri!r} (artifact_location="
+                f"{artifact_location!r}) cannot be used: {first}"
+            ) from error
+
+    def _start(
+        self,
+        tracking_uri: str,
+        artifact_location: str,
+        experiment: str,
+        params: Mapping[str, Any],
+        tags: Mapping[str, str],
+        run_id: str | None,
+    ) -> None:
+        from mlflow.tracking import MlflowClient
+
         self.client = MlflowClient(tracking_uri=tracking_uri)
         if run_id is not None and (found_run := self._run_in_store(run_id)) is not None:
             from mlflow.entities import RunStatus
@@ -119,7 +144,7 @@ class MlflowLogger:
             if "://" not in location and not location.startswith("file:"):
                 location = Path(location).resolve().as_uri()
             experiment_id = self.client.create_experiment(experiment, artifact_location=location)
-        run = self.client.create_run(experiment_id, run_name=run_dir.name, tags=dict(tags))
+        run = self.client.create_run(experiment_id, run_name=self.run_dir.name, tags=dict(tags))
         self.run_id = run.info.run_id
         self._log_params(params)
 

@@ -77,13 +77,28 @@ def versions() -> dict[str, Any]:
     }
 
 
-def weights_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
-    """SHA-256 over every tensor's name, dtype, shape and bytes, in name order."""
+def tensor_bytes(tensor: torch.Tensor) -> torch.Tensor:
+    """The tensor's memory as a flat uint8 tensor, whatever its dtype and shape: flattened
+    first, because a 0-dim tensor (BatchNorm's `num_batches_tracked`) cannot be viewed as
+    bytes of another size."""
+    flat = tensor.detach().cpu().contiguous().reshape(-1)
+    if flat.is_quantized:
+        flat = flat.int_repr()
+    return flat.view(torch.uint8)
+
+
+def weights_sha256(state_dict: Mapping[str, Any]) -> str:
+    """SHA-256 over every entry's name, dtype, shape and bytes, in name order: parameters
+    and buffers of any dtype and shape (0-dim included); an entry that is not a tensor (a
+    module's extra state) by its repr."""
     digest = hashlib.sha256()
     for name in sorted(state_dict):
-        tensor = state_dict[name].detach().cpu().contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        value = state_dict[name]
+        if not isinstance(value, torch.Tensor):
+            digest.update(f"{name}|{type(value).__name__}|{value!r}|".encode())
+            continue
+        digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}|".encode())
+        digest.update(tensor_bytes(value).numpy().tobytes())
     return digest.hexdigest()
 
 

@@ -33,6 +33,7 @@ from seedbed.runs.checkpoint import (
 from seedbed.runs.environment import ENVIRONMENT_FILE
 from seedbed.runs.errors import ConfigError, SeedbedError
 from seedbed.runs.files import open_nofollow, read_bounded
+from seedbed.runs.forced_resume import refuse_unapplied, refuse_unknown_optimizer_settings
 from seedbed.runs.interrupts import epoch_position
 from seedbed.runs.received import check_received, without_downloads
 from seedbed.runs.record import METRICS_FILE, RUN_FILE, read_json
@@ -286,11 +287,12 @@ def rewind_run_dir(run_dir: Path, checkpoint_path: Path, checkpoint: dict[str, A
     size = metrics.stat().st_size if metrics.exists() else 0
     cut = offset  # drop what was logged after the checkpoint: it is redone
     if size < offset:
-        # Cut short (a damaged copy): keep the whole records, drop a half-written last one.
-        cut = read_bounded(metrics, "metrics log").rfind(b"\n") + 1
+        # Cut short (a damaged copy) or gone: keep the whole records, drop a half-written one.
+        cut = read_bounded(metrics, "metrics log").rfind(b"\n") + 1 if metrics.exists() else 0
+        held = f"holds {size} bytes, fewer than" if metrics.exists() else "is missing: lost"
         done.metrics_note = (
-            f"{METRICS_FILE} holds {size} bytes, fewer than the {offset} written before "
-            f"step {step}: earlier records are missing"
+            f"{METRICS_FILE} {held} the {offset} written before step {step}: earlier "
+            "records are missing"
         )
         log.warning(done.metrics_note)
     if size > cut:
@@ -397,6 +399,10 @@ def plan_resume(
     validate(effective)
     changes = config_changes(saved, effective)
     check_changes(changes, effective)
+    if effective.resume.force:  # a forced change must be one the resumed run really makes
+        forced = {k: v for k, v in changes.items() if not is_safe_on_resume(k, effective)}
+        refuse_unapplied(forced, effective)
+        refuse_unknown_optimizer_settings(forced, effective)
     check_epochs(effective.trainer.epochs, checkpoint["loop"])
     if changes:
         log.warning(

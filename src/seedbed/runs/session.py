@@ -36,6 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from seedbed.config import validate
 from seedbed.runs.checkpoint import Checkpointer, Stateful
+from seedbed.runs.code_patch import patch_record
 from seedbed.runs.determinism import set_determinism
 from seedbed.runs.device import resolve_device
 from seedbed.runs.distributed import (
@@ -48,8 +49,15 @@ from seedbed.runs.distributed import (
     teardown_distributed,
 )
 from seedbed.runs.environment import ENVIRONMENT_FILE, read_environment, write_environment
-from seedbed.runs.errors import SeedbedError, error_line, refused_arguments, user_error
+from seedbed.runs.errors import (
+    SeedbedError,
+    error_line,
+    refused_arguments,
+    refused_target,
+    user_error,
+)
 from seedbed.runs.files import refuse_unsafe_run_files, remove_temporary_files
+from seedbed.runs.forced_resume import apply_settings, built_settings, rebuilds_schedule
 from seedbed.runs.interrupts import (
     GracefulStop,
     TrainingInterrupted,
@@ -85,6 +93,8 @@ from seedbed.runs.resume import (
     rewind_run_dir,
 )
 from seedbed.runs.seeding import Seeds, capture_rng_states, restore_rng_states, seed_everything
+from seedbed.runs.targets import _walk as walk_targets
+from seedbed.runs.targets import is_allowed, user_prefixes
 
 log = logging.getLogger("seedbed")
 
@@ -162,6 +172,8 @@ class RunSession:
         validate(cfg)
         check_logger_packages(cfg.logger)
         check_log_dir(cfg.logger, self.run_dir, given_keys(self.overrides))
+        if self.plan is None and self.writes_run_dir and (warning := untrusted_targets(cfg)):
+            log.warning(warning)
         if self.plan is not None and self.writes_run_dir:
             rewound = rewind_run_dir(self.run_dir, self.plan.path, self.plan.checkpoint)
             self._recording = True  # from here on, the resumed run's status is this process's
@@ -200,7 +212,8 @@ class RunSession:
         # of where it started (run.json's `resumes` history says when it was resumed).
         if self.plan is None:
             environment = write_environment(self.run_dir)
-            self.record.update(environment=ENVIRONMENT_FILE)
+            git = environment.get("git", {})
+            self.record.update(environment=ENVIRONMENT_FILE, code_patch=patch_record(git))
         else:
             environment = read_environment(self.run_dir)
         self.jsonl = MetricsLog(self.run_dir / METRICS_FILE)
@@ -264,7 +277,14 @@ class RunSession:
         )
         if self.plan is not None:
             saved = self.plan.checkpoint
+            # What the new config built, before the checkpoint replaces it: a forced change of
+            # the optimizer's settings or the schedule is applied on top of the restored state.
+            optimizer, scheduler = parts.get("optimizer"), parts.get("scheduler")
+            reapply = self.cfg.resume.force and rebuilds_schedule(self.plan.changes)
+            built = built_settings(optimizer, scheduler) if reapply and optimizer else None
             self.checkpoints.restore(saved)
+            if built is not None:
+                apply_settings(built, optimizer, scheduler, saved["loop"]["step"])
             rng = (
                 saved["rng"]
                 if saved.get("rng_ranks") is None
@@ -338,7 +358,9 @@ class RunSession:
                 )
                 if (mine := user_error(error)) is not None and mine is not error:
                     raise mine from error  # e.g. a ConfigError raised inside instantiate
-                if isinstance(error, InstantiationException) and refused_arguments(error.__cause__):
+                if isinstance(error, InstantiationException) and (
+                    refused_arguments(error.__cause__) or refused_target(error)
+                ):
                     raise SeedbedError(message) from error  # a component refused its arguments
                 if isinstance(error, OmegaConfBaseException):
                     raise SeedbedError(message) from error  # a config value we could not read
@@ -366,6 +388,30 @@ def check_resume(
     check_logger_packages(plan.config.logger)
     check_log_dir(plan.config.logger, run_dir, given_keys(overrides))
     return plan
+
+
+def untrusted_targets(cfg: DictConfig) -> str | None:
+    """A warning when the run builds a `_target_` that files read back from it (by eval.py,
+    resume=, verify --against) are refused unless the reader trusts it: a model of the user's
+    own package, say. None when every target is on seedbed's allow-list or the user's own
+    (configs/train.yaml), which those readers take."""
+    trusted = user_prefixes()
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    outside = {
+        key: target
+        for key, target in walk_targets(plain, "")
+        if isinstance(target, str) and not is_allowed(target, trusted)
+    }
+    if not outside:
+        return None
+    modules = sorted({target.rpartition(".")[0] or target for target in outside.values()})
+    listed = ", ".join(f"{key}={target!r}" for key, target in outside.items())
+    return (
+        f"{listed}: outside the targets seedbed builds from files it reads; eval.py and "
+        f"resume= of this run will need allow_targets=[{','.join(modules)}], verify --against "
+        f"{' '.join('--allow-targets ' + m for m in modules)} (or set allow_targets in "
+        "configs/train.yaml)"
+    )
 
 
 def seed_line(cfg: DictConfig) -> str:

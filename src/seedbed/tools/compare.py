@@ -11,7 +11,6 @@ number is compared bit for bit: "close" is not "identical".
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -34,7 +33,9 @@ from seedbed.runs.record import (
     read_json,
     read_metrics,
     read_yaml,
+    tensor_bytes,
 )
+from seedbed.tools.arguments import OneLineParser
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
 EXIT_DIFFERENT = 1
@@ -125,11 +126,12 @@ def metrics_divergence(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict
     return None
 
 
-def _bytes_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
-    a, b = a.detach().cpu().contiguous(), b.detach().cpu().contiguous()
+def _bytes_equal(a: Any, b: Any) -> bool:
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
+        return type(a) is type(b) and repr(a) == repr(b)  # a module's extra state
     if a.dtype != b.dtype or a.shape != b.shape:
         return False
-    return a.numel() == 0 or torch.equal(a.view(torch.uint8), b.view(torch.uint8))
+    return torch.equal(tensor_bytes(a), tensor_bytes(b))
 
 
 def weights_difference(
@@ -142,6 +144,9 @@ def weights_difference(
             differences.append({"name": name, "reason": f"only in {'a' if name in a else 'b'}"})
         elif not _bytes_equal(a[name], b[name]):
             ta, tb = a[name], b[name]
+            if not isinstance(ta, torch.Tensor) or not isinstance(tb, torch.Tensor):
+                differences.append({"name": name, "reason": f"{ta!r} vs {tb!r}"})
+                continue
             if ta.shape != tb.shape:
                 reason = f"shape {tuple(ta.shape)} vs {tuple(tb.shape)}"
                 differences.append({"name": name, "reason": reason})
@@ -379,7 +384,7 @@ def format_report(report: Mapping[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m seedbed.tools.compare",
         description="Compare two run directories: config, environment, metrics, weights.",
     )

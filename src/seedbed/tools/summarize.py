@@ -104,6 +104,20 @@ def _parameters(overrides: list[str]) -> tuple[str, ...]:
     return tuple(sorted(o for o in overrides if not o.lstrip("+~").startswith("seed=")))
 
 
+# Final "metrics" that count what was done (epochs run, optimizer steps): shown as the counts
+# they are, not as statistics with an interval.
+COUNTS = ("epochs", "steps")
+
+
+def _counts(jobs: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """{count: its distinct values over `jobs`}, e.g. {"epochs": [5], "steps": [45]}."""
+    found = {
+        name: sorted({j["final_metrics"][name] for j in jobs if name in j["final_metrics"]})
+        for name in COUNTS
+    }
+    return {name: values for name, values in found.items() if values}
+
+
 def _group(params: tuple[str, ...], jobs: list[dict[str, Any]], names: list[str]) -> dict:
     seeds = [j["seed"] for j in jobs]
     # A confidence interval says how the mean varies with the seed: only over distinct seeds
@@ -119,6 +133,7 @@ def _group(params: tuple[str, ...], jobs: list[dict[str, Any]], names: list[str]
         "runs": [j["run_dir"] for j in jobs],
         "seeds": seeds,
         "metrics": metrics,
+        "counts": _counts(jobs),
     }
 
 
@@ -144,7 +159,12 @@ def build_summary(sweep_dir: Path) -> dict[str, Any]:
     completed = [j for j in jobs if j["status"] == "completed"]
     monitor = next((j["monitor"] for j in completed if j.get("monitor")), None)
     names = sorted(
-        {k for j in completed for k, v in j["final_metrics"].items() if isinstance(v, int | float)}
+        {
+            k
+            for j in completed
+            for k, v in j["final_metrics"].items()
+            if isinstance(v, int | float) and k not in COUNTS
+        }
     )
     if monitor is not None and monitor["metric"] in names:  # the headline comes first
         names.insert(0, names.pop(names.index(monitor["metric"])))
@@ -205,10 +225,19 @@ def summary_table(summary: dict[str, Any]) -> str:
         for name, s in group["metrics"].items():
             spread = f"{_fmt(s['mean'])} ± {_fmt(s['std'])}"
             lines.append(f"  {name:<{width}}  {s['n']:>3}  {spread:<25}  {_ci(s)}")
+        if group.get("counts"):
+            lines.append(f"  {_counts_text(group['counts'])}")
     if summary["failed"]:
         lines += ["", f"failed jobs ({len(summary['failed'])}):"]
         lines += [f"  {f['run_dir']} (seed {f['seed']}): {f['error']}" for f in summary["failed"]]
     return "\n".join(lines)
+
+
+def _counts_text(counts: dict[str, list[Any]]) -> str:
+    """`epochs 5, steps 45` (`epochs 3 or 5` where the runs differ)."""
+    return ", ".join(
+        f"{name} {' or '.join(str(v) for v in values)}" for name, values in counts.items()
+    )
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:
@@ -240,6 +269,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
                 f"| {name} | {s['n']} | {_fmt(s['mean'])} | {_fmt(s['std'])} | {_fmt(s['min'])} "
                 f"| {_fmt(s['max'])} | {_ci(s)} |"
             )
+        if group.get("counts"):
+            lines += ["", f"Each run: {_counts_text(group['counts'])}."]
     lines += ["", "## Runs", "", "| run dir | seed | status | overrides |", "|---|---|---|---|"]
     for run in summary["runs"]:
         overrides = " ".join(run["overrides"])
@@ -340,12 +371,24 @@ def _summarise_quietly(
         return None
 
 
+def not_a_sweep(path: Path) -> str | None:
+    """Why `path` is not a sweep directory (nothing to summarise, nothing to write), or None."""
+    if (path / RUN_FILE).is_file():
+        return "it is a run directory (python -m seedbed.tools.compare <run> <run> compares runs)"
+    if not _job_dirs(path):
+        return "it holds no job directories (0/, 1/, ... with run.json or .hydra/)"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 1 or not Path(args[0]).is_dir():
-        given = args[0] if args else None
+    given = args[0] if args else None
+    why = None if len(args) == 1 and Path(args[0]).is_dir() else "an existing sweep directory"
+    if why is None and (reason := not_a_sweep(Path(args[0]))) is not None:
+        why = f"a sweep directory: {reason}"
+    if why is not None:
         print(
-            f"error: sweep_dir={given!r} is not allowed: an existing sweep directory "
+            f"error: sweep_dir={given!r} is not allowed: {why} "
             "(usage: python -m seedbed.tools.summarize multirun/<sweep>)",
             file=sys.stderr,
         )

@@ -14,11 +14,11 @@ the differing tensors and the likely causes; 2 when a run could not be made.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -27,6 +27,7 @@ from seedbed.config import CONFIG_DIR, run_name
 from seedbed.runs.errors import EXIT_USER_ERROR, SeedbedError
 from seedbed.runs.received import check_received, without_downloads
 from seedbed.runs.record import CONFIG_FILE, RUN_FILE, read_json, read_yaml
+from seedbed.tools.arguments import OneLineParser
 from seedbed.tools.compare import (
     EXIT_DIFFERENT,
     check_run_dir,
@@ -85,8 +86,9 @@ def run_training(
         raise SeedbedError(f"the run in {run_dir} failed: {last.removeprefix('error: ')}")
 
 
-def rerun_config(recorded: Path, where: Path) -> list[str]:
-    """Arguments that make train.py compose exactly the recorded, resolved config."""
+def rerun_config(recorded: Path, where: Path, allow_targets: Sequence[str] = ()) -> list[str]:
+    """Arguments that make train.py compose exactly the recorded, resolved config.
+    `allow_targets`: module prefixes trusted as `_target_` beyond seedbed's list."""
     config = read_yaml(recorded / CONFIG_FILE)
     if not isinstance(config, dict) or "seed" not in config:
         raise SeedbedError(
@@ -97,7 +99,7 @@ def rerun_config(recorded: Path, where: Path) -> list[str]:
     for key in ("hydra", "defaults"):
         if key in config:
             raise SeedbedError(f"{recorded / CONFIG_FILE}: key {key!r} is refused in a run config")
-    check_received(config, str(recorded / CONFIG_FILE))
+    check_received(config, str(recorded / CONFIG_FILE), allow_targets)
     # A rerun is a check, not a new tracked run: it logs to its own metrics.jsonl only, and
     # fetches nothing (the recorded loggers and downloads are the sender's choice).
     config = without_downloads(config)
@@ -140,10 +142,16 @@ def verify(
     *,
     against: str | None = None,
     vary: list[str] | None = None,
+    allow_targets: Sequence[str] = (),
     out: Path | None = None,
 ) -> dict:
     """Make the runs, compare them; return compare's report."""
     out = out or Path("outputs") / "verify" / run_name()
+    if (out / RUN_FILE).exists() or (out / ".hydra").is_dir():
+        raise SeedbedError(
+            f"--out {out} is a run directory: verify writes its runs (first/, second/ or "
+            "rerun/) into a new directory, or one it made before"
+        )
     if against is not None:
         recorded = check_run_dir(against)
         if overrides:
@@ -151,10 +159,21 @@ def verify(
                 f"overrides {' '.join(overrides)} with --against: not allowed, the rerun uses "
                 "the recorded config as it is"
             )
+        forced = [r for r in read_json(recorded / RUN_FILE).get("resumes") or [] if r.get("forced")]
+        if any(r.get("changes") for r in forced):
+            first = next(r for r in forced if r.get("changes"))
+            changes = ", ".join(
+                f"{k}: {old!r} -> {new!r}" for k, (old, new) in first["changes"].items()
+            )
+            raise SeedbedError(
+                f"--against {recorded}: it was resumed with forced changes ({changes} at step "
+                f"{first.get('step')}), so no one config reproduces it: a rerun of its "
+                "config.yaml cannot match"
+            )
         # Absolute: the rerun starts where the recorded run did, wherever verify is run from.
         recorded, out = recorded.resolve(), out.resolve()
         rerun = out / "rerun"
-        flags = rerun_config(recorded, out / "config")
+        flags = rerun_config(recorded, out / "config", allow_targets)
         run_training(
             rerun, vary or [], flags=flags, cwd=recorded_cwd(recorded), label=f"rerun of {recorded}"
         )
@@ -166,7 +185,7 @@ def verify(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m seedbed.tools.verify",
         description="Run a config twice in fresh processes (or rerun a recorded run) and "
         "compare the loss series and final weights bit for bit.",
@@ -184,9 +203,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, help="where the runs go (default outputs/verify/<name>)"
     )
+    parser.add_argument(
+        "--allow-targets",
+        metavar="PREFIX",
+        action="append",
+        default=[],
+        help="with --against: a module prefix trusted as _target_ in the recorded config "
+        "(a model of your own package, e.g. mypkg.models)",
+    )
     args = parser.parse_args(argv)
     try:
-        report = verify(args.overrides, against=args.against, vary=args.vary, out=args.out)
+        report = verify(
+            args.overrides,
+            against=args.against,
+            vary=args.vary,
+            out=args.out,
+            allow_targets=args.allow_targets,
+        )
     except SeedbedError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
