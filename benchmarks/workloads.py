@@ -27,16 +27,16 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from seedbed.config import CONFIG_DIR, register_configs
+from seedbed.core.checkpoint import Checkpointer
+from seedbed.core.determinism import set_determinism
+from seedbed.core.record import MetricsLog
+from seedbed.core.seeding import seed_everything
 from seedbed.data.arrays import DataSplits
 from seedbed.data.loader import build_batches
 from seedbed.init import init_weights
 from seedbed.loop import LoopState, fit
 from seedbed.optim import build_optimizer
 from seedbed.precision import build_precision
-from seedbed.core.checkpoint import Checkpointer
-from seedbed.core.determinism import set_determinism
-from seedbed.core.record import MetricsLog
-from seedbed.core.seeding import seed_everything
 from seedbed.runs.session import run_training
 from seedbed.task import Task
 from seedbed.train import build_task

@@ -84,10 +84,12 @@ def torchrun(workdir: Path, *overrides: str) -> subprocess.CompletedProcess:
     )
 
 
-def run_cli(run_dir: Path, *overrides: str) -> tuple[int, str, str]:
-    """`train.py` in this process (fast, for many small cases): (exit code, stdout, stderr)."""
+def run_cli(run_dir: Path | None, *overrides: str) -> tuple[int, str, str]:
+    """`train.py` in this process (fast, for many small cases): (exit code, stdout, stderr).
+    `run_dir` None: no hydra.run.dir, as a user resumes (`python train.py resume=<run>`)."""
     argv, stdout, stderr = sys.argv, sys.stdout, sys.stderr
-    sys.argv = ["train.py", f"hydra.run.dir={run_dir}", *overrides]
+    where = [f"hydra.run.dir={run_dir}"] if run_dir is not None else []
+    sys.argv = ["train.py", *where, *overrides]
     sys.stdout, sys.stderr = io.StringIO(), io.StringIO()
     code = 0
     try:

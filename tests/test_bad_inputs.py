@@ -9,6 +9,7 @@ does for train.py) against a fresh copy of one small finished run.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -18,13 +19,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import hydra.core.utils as hydra_utils
 import numpy as np
 import pytest
+from data_files import make_image_folder
 from helpers import read_run, run_cli, train_in_process
 
 from seedbed import evaluate
 from seedbed.core.checkpoint import load_checkpoint, save_checkpoint
 from seedbed.core.lock import RunLock
+from seedbed.core.record import read_metrics
 from seedbed.tools import compare, summarize, verify
 
 TINY = [
@@ -67,6 +71,24 @@ def _npy_as_npz(tmp: Path, run: Path) -> None:
 
 def _pickled_npz(tmp: Path, run: Path) -> None:
     np.savez(tmp / "pickled.npz", x=np.array([{"a": 1}] * 10, dtype=object), y=np.zeros(10))
+
+
+IMAGES = [
+    "data=image_folder",
+    "data.root={tmp}/images",
+    "data.image_size=8",
+    "model=cnn",
+    "trainer.epochs=1",
+]
+
+
+def _images(tmp: Path, run: Path) -> None:
+    make_image_folder(tmp / "images", classes=2, per_class=4, size=8)
+
+
+def _images_with_a_dangling_link(tmp: Path, run: Path) -> None:
+    _images(tmp, run)
+    (tmp / "images" / "class1" / "zz_moved.png").symlink_to(tmp / "gone.png")
 
 
 def _only_checkpoint(run: Path) -> Path:
@@ -207,6 +229,27 @@ OVERRIDES = [
     (["task.label_smoothing=1.5"], "task.label_smoothing"),
     (["task.monitor=val/f1"], "task.monitor"),
     (["task.loss._target_=torch.nn.NoSuchLoss"], "task.loss"),
+    (
+        ["task=regression", "data=synthetic_regression", "task.loss._target_=torch.nn.HuberLoss"]
+        + ["++task.loss.delta=-1"],
+        "task.loss='HuberLoss' is not allowed: settings its loss accepts",
+    ),
+    (["model.hidden=[-1]"], "model.hidden"),
+    (["model.hidden=[0]"], "model.hidden"),
+    (["model=cnn", "data=synthetic_images", "model.channels=[0]"], "model.channels"),
+    (["model._target_=os.system"], "model._target_='os.system' is not allowed: a known component"),
+    (["optim._target_=os.system"], "optim._target_='os.system' is not allowed: a known component"),
+    (["model._target_=seedbed.models.Nope"], "(model=cnn|mlp|resnet18)"),
+    (["model._target_=subprocess.run"], "model._target_: Target 'subprocess.run' is blocklisted"),
+    (["sched=onecycle", "sched.total_steps=2"], "sched.total_steps=2 is not allowed: an int >= 4"),
+    (["sched=onecycle", "sched.div_factor=0"], "sched.div_factor"),
+    (["sched=onecycle", "sched.final_div_factor=-1"], "sched.final_div_factor"),
+    (["sched=plateau", "sched.threshold=-1"], "sched.threshold"),
+    (["sched=plateau", "sched.min_lr=-1"], "sched.min_lr"),
+    (["sched=plateau", "sched.cooldown=-1"], "sched.cooldown"),
+    (["sched=warmup_cosine", "sched.warmup_steps=100", "sched.total_steps=10"], "warmup_steps"),
+    (["trainer.threads=100000"], "trainer.threads=100000 is not allowed: an int in [1, "),
+    (["logger=mlflow", "logger.mlflow.tracking_uri=bogus://x/y"], "logger.mlflow.tracking_uri"),
 ]
 
 CASES: dict[str, Case] = {
@@ -251,6 +294,27 @@ CASES.update(
             [*NPZ, "data.path={tmp}/text.npz"],
             "data.path",
             lambda tmp, run: _write(tmp / "text.npz", "x,y\n1,2\n"),
+        ),
+        "npz complex x": Case(
+            "train",
+            [*NPZ, "data.path={tmp}/complex.npz"],
+            "data.path",
+            _npz("complex.npz", x=np.ones((10, 2)) + 1j, y=np.zeros(10, dtype=np.int64)),
+        ),
+        "tensorboard log_dir a file": Case(
+            "train",
+            [*TINY, "logger=tensorboard", "logger.tensorboard.log_dir={tmp}/a_file"],
+            "logger.tensorboard.log_dir",
+            lambda tmp, run: _write(tmp / "a_file", "notes\n"),
+        ),
+        "image folder train_transform without float": Case(
+            "train",
+            [*IMAGES, "data.train_transform=[{{_target_:torchvision.transforms.v2.ToImage}}]"],
+            "data.train_transform",
+            _images,
+        ),
+        "image folder with a dangling link": Case(
+            "train", IMAGES, "is a link to nothing", _images_with_a_dangling_link
         ),
         # Run directories: a resume of a damaged, linked or busy run is refused, the run kept.
         "resume empty": Case("train", ["resume="], "resume.path"),
@@ -390,10 +454,27 @@ CASES.update(
         "compare last.pt truncated": Case(
             "compare", ["{run}", "{run}"], "last.pt", _last_pt("truncated")
         ),
+        "verify --out a run directory": Case(
+            "verify", ["--out", "{run}", *TINY], "/run is a run directory: verify writes"
+        ),
+        "verify unknown flag": Case("verify", ["--bogus"], "unrecognized arguments: --bogus"),
+        "verify --against without a value": Case("verify", ["--against"], "expected one argument"),
+        "compare one run": Case("compare", ["{run}"], "the following arguments are required: b"),
+        "compare unknown flag": Case("compare", ["{run}", "{run}", "--csv"], "--csv"),
         # summarize
         "summarize missing": Case("summarize", ["{tmp}/nowhere"], "sweep_dir"),
         "summarize a file": Case("summarize", ["{run}/run.json"], "sweep_dir"),
         "summarize two dirs": Case("summarize", ["{run}", "{run}"], "sweep_dir"),
+        "summarize a run directory": Case("summarize", ["{run}"], "it is a run directory"),
+        "summarize an empty directory": Case(
+            "summarize",
+            ["{tmp}/empty"],
+            "it holds no job directories",
+            lambda tmp, run: (tmp / "empty").mkdir(),
+        ),
+        "summarize a data directory": Case(
+            "summarize", ["{tmp}/images"], "it holds no job directories", _images
+        ),
     }
 )
 
@@ -450,6 +531,7 @@ def test_bad_input_is_one_line_and_exit_2(name, finished, tmp_path):
     if case.prepare is not None:
         case.prepare(tmp_path, run)
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and not p.is_symlink()}
+    names = sorted(p.name for p in run.iterdir())
     fill = {"tmp": tmp_path, "run": run, "ckpt": run / "checkpoints" / "last.pt"}
     args = [arg.format(**fill) for arg in case.args]
     run_dir = Path(case.run_dir.format(**fill))
@@ -467,13 +549,15 @@ def test_bad_input_is_one_line_and_exit_2(name, finished, tmp_path):
     assert not (tmp_path / "pwned.npy").exists()  # no payload ever ran
     if (tmp_path / "victim.txt").exists():
         assert (tmp_path / "victim.txt").read_text() == "a user's file\n"
-    if run_dir == run:
-        # A refused resume or run leaves the run it refused as it was, status included.
-        after = {p.name: p.read_bytes() for p in run.iterdir() if p.name in before}
-        log = "train.log"  # the refused attempt may add its own lines, never remove any
-        assert after.pop(log, b"").startswith(before.pop(log, b""))
-        assert after == before
-    elif case.tool == "train" and (run_dir / "run.json").exists():
+    # Nothing is added to the finished run, or changed in it, status included (a refused
+    # resume of it may add its own lines to train.log, never remove any).
+    after = {p.name: p.read_bytes() for p in run.iterdir() if p.name in before}
+    log = "train.log"
+    assert after.pop(log, b"").startswith(before.pop(log, b""))
+    assert after == before
+    if run_dir != run:
+        assert sorted(p.name for p in run.iterdir()) == names
+    if run_dir != run and case.tool == "train" and (run_dir / "run.json").exists():
         record = read_run(run_dir)
         assert record["status"] == "failed"
         assert record["error"] in lines[0]
@@ -489,3 +573,32 @@ def test_a_summary_lists_an_unreadable_job_instead_of_failing(finished, tmp_path
     [failed] = summary["failed"]
     assert failed["run_dir"] == "1" and "run.json" in failed["error"]
     assert json.loads((sweep / "summary.json").read_text())["jobs"] == 2
+
+
+def test_a_resume_without_metrics_jsonl_continues_and_says_so(finished, tmp_path):
+    run = Path(shutil.copytree(finished, tmp_path / "run", symlinks=True))
+    (run / "metrics.jsonl").unlink()
+    record = train_in_process(run, f"resume={run}", "trainer.epochs=2")
+    assert record["status"] == "completed"
+    assert record["resumes"][-1]["metrics_note"].startswith("metrics.jsonl is missing: lost")
+    assert [r["epoch"] for r in read_metrics(run / "metrics.jsonl")][-1] == 1  # epoch 2's
+
+
+def test_a_full_disk_while_hydra_writes_its_record_is_one_line(tmp_path, monkeypatch):
+    def full(cfg: object, filename: str, output_dir: Path) -> None:  # Hydra's signature
+        raise OSError(errno.ENOSPC, "No space left on device", str(output_dir / filename))
+
+    monkeypatch.setattr(hydra_utils, "_save_config", full)
+    code, _, err = run_cli(tmp_path / "run", *TINY)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("error: ") and "config.yaml cannot be written: No space left" in err
+
+
+def test_a_slurm_sweep_where_slurm_is_not_is_one_line(tmp_path, monkeypatch):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    monkeypatch.setattr(shutil, "which", lambda name: None)  # no srun here, nor on a cluster
+    sweep = tmp_path / "sweep"
+    code, _, err = run_cli(tmp_path / "x", "-m", f"hydra.sweep.dir={sweep}", "hydra/launcher=slurm")
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("error: hydra/launcher=slurm needs a SLURM cluster: srun and sbatch")
+    assert not sweep.exists()

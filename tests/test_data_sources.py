@@ -21,9 +21,9 @@ from helpers import (
 )
 from hydra.utils import instantiate
 
+from seedbed.core.errors import ConfigError
 from seedbed.data.arrays import split_indices
 from seedbed.data.npz import npz_dataset
-from seedbed.core.errors import ConfigError
 from seedbed.tools.compare import compare_runs
 
 
@@ -191,4 +191,4 @@ def test_eval_finds_a_relative_data_path_from_any_directory(tmp_path):
     checkpoint = work / "run" / "checkpoints" / "last.pt"
     result = run_python(str(ROOT / "eval.py"), f"ckpt={checkpoint}", cwd=elsewhere, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert json.loads((work / "run" / "eval.json").read_text())["samples"] == 16
+    assert json.loads((work / "run" / "eval_val.json").read_text())["samples"] == 16

@@ -13,8 +13,8 @@ from data_files import make_image_folder
 from helpers import compose_config, read_run, run_cli, run_train, train_in_process
 from hydra.utils import instantiate
 
-from seedbed.data.arrays import split_indices
 from seedbed.core.interrupts import TEST_SIGNAL_ENV
+from seedbed.data.arrays import split_indices
 
 try:  # torchvision is an optional extra; an unusable install skips these tests
     from seedbed.data.vision import torchvision

@@ -6,9 +6,9 @@ import pytest
 import torch
 from helpers import TINY, read_run, run_multirun, torchrun
 
-from seedbed.data.loader import EpochBatchSampler
 from seedbed.core.checkpoint import load_checkpoint
 from seedbed.core.seeding import SHARED_STREAMS, STREAMS, derive_seeds, rank_streams
+from seedbed.data.loader import EpochBatchSampler
 
 
 def test_ranks_share_one_permutation_and_split_it_like_distributed_sampler():
@@ -42,8 +42,16 @@ def test_rank_streams_share_init_data_augment_and_differ_elsewhere():
 def test_two_ddp_runs_give_identical_weights_and_one_run_dir(tmp_path):
     hashes = []
     for name in ("first", "again"):
-        torchrun(tmp_path / name, "trainer.distributed=true", "seed=42", *TINY)
+        ran = torchrun(tmp_path / name, "trainer.distributed=true", "seed=42", *TINY)
         [run_dir] = list((tmp_path / name / "outputs" / "train").iterdir())
+        # One console: rank 0's lines once; another rank's warnings only, with its rank.
+        lines = ran.stdout.splitlines()
+        epochs = [line.split("  ")[0] for line in lines if line.startswith("epoch ")]
+        assert epochs == ["epoch 1/2", "epoch 2/2"], ran.stdout
+        assert sum(line.startswith(("final ", "run dir")) for line in lines) == 3, ran.stdout
+        others = [line for line in lines + ran.stderr.splitlines() if "rank 1" in line]
+        assert all(line.startswith("[rank 1] ") for line in others), others
+        assert "seedbed-rank1" not in ran.stdout
         assert [p.name for p in (tmp_path / name).iterdir()] == ["outputs"]
         record = read_run(run_dir)
         assert record["status"] == "completed"

@@ -116,8 +116,10 @@ def test_loggers_continue_a_resumed_run(tmp_path):
     run_dir = tmp_path / "run"
     train_in_process(run_dir, *SMALL, *CKPT, *loggers)
     first = read_run(run_dir)["mlflow"]["run_id"]
-    # From an earlier checkpoint: the steps after it are logged a second time.
-    record = train_in_process(run_dir, f"resume={run_dir / 'checkpoints' / 'step_000010.pt'}")
+    # From an earlier checkpoint: the steps after it are logged a second time. Where a resume
+    # logs is its own command's choice (never the run directory's): the same loggers again.
+    resume = f"resume={run_dir / 'checkpoints' / 'step_000010.pt'}"
+    record = train_in_process(run_dir, resume, *loggers)
 
     client = MlflowClient(tracking_uri=store)
     [experiment] = [e for e in client.search_experiments() if e.name != "Default"]

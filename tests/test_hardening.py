@@ -21,7 +21,6 @@ from hydra.utils import instantiate
 from test_bad_inputs import TINY, _in_process, _only_checkpoint
 
 from seedbed import evaluate
-from seedbed.loop import NonFiniteLoss
 from seedbed.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from seedbed.core.environment import code_state
 from seedbed.core.errors import ConfigError, SeedbedError
@@ -29,6 +28,7 @@ from seedbed.core.interrupts import ImmediateStop, TrainingInterrupted
 from seedbed.core.lock import RunLock, RunLocked
 from seedbed.core.record import RunRecord
 from seedbed.core.targets import UntrustedTarget, check_targets
+from seedbed.loop import NonFiniteLoss
 from seedbed.tools import verify
 
 

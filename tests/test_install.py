@@ -73,7 +73,7 @@ def test_the_install_trains_evaluates_and_verifies_from_another_directory(instal
 
     evaluated = run(installed, tmp_path, "-m", "seedbed.evaluate", "ckpt=run/checkpoints/last.pt")
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    assert json.loads((tmp_path / "run" / "eval.json").read_text())["metrics"]
+    assert json.loads((tmp_path / "run" / "eval_val.json").read_text())["metrics"]
 
     verified = run(installed, tmp_path, "-m", "seedbed.tools.verify", "--against", "run")
     assert verified.returncode == 0, verified.stdout[-2000:] + verified.stderr[-2000:]

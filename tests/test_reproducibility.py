@@ -7,11 +7,11 @@ import torch
 from helpers import SMALL, compose_config, read_run, run_train, train_in_process
 from hydra.utils import instantiate
 
+from seedbed.core.record import read_metrics
+from seedbed.core.seeding import derive_seeds, seed_everything
 from seedbed.data.arrays import sample_rng
 from seedbed.data.loader import build_batches
 from seedbed.init import init_weights
-from seedbed.core.record import read_metrics
-from seedbed.core.seeding import derive_seeds, seed_everything
 from seedbed.runs.session import run_training as train
 from seedbed.train import build_task
 

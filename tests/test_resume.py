@@ -235,7 +235,8 @@ def test_eval_twice_gives_identical_eval_json(finished, monkeypatch):
     monkeypatch.chdir(finished.parent)  # out= is relative to the run dir, not to here
     cli()
     assert not (finished.parent / "again.json").exists()
-    first, second = (finished / "eval.json").read_bytes(), (finished / "again.json").read_bytes()
+    first = (finished / "eval_val.json").read_bytes()
+    second = (finished / "again.json").read_bytes()
     assert first == second
     result = json.loads(first)
     record = read_run(finished)

@@ -5,14 +5,18 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 import re
+import signal
 import statistics
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
-from helpers import TINY, read_run, run_multirun, run_python
+from helpers import TINY, TRAIN, read_run, run_multirun, run_python
 
 from seedbed.tools.summarize import (
     SUMMARY_JSON,
@@ -85,6 +89,11 @@ def test_seed_sweep_summary_is_recomputed_from_the_run_dirs(seed_sweep, tmp_path
         assert stats["std"] == pytest.approx(statistics.stdev(values), rel=1e-12)
         assert (stats["min"], stats["max"]) == (min(values), max(values))
     assert "| val/loss | 3 |" in (sweep / "summary.md").read_text()
+    # Epochs and steps are counts of what each run did, not statistics with an interval.
+    assert "epochs" not in summary["metrics"] and "steps" not in summary["metrics"]
+    assert summary["groups"][0]["counts"] == {"epochs": [2], "steps": [18]}
+    assert "Each run: epochs 2, steps 18." in (sweep / "summary.md").read_text()
+    assert "\n  epochs 2, steps 18\n" in ended.stdout
     # The sweep ends by printing where it is and the table: mean ± std and the interval.
     stats = summary["metrics"]["val/loss"]
     assert f"sweep {sweep}: 3 of 3 jobs completed" in ended.stdout
@@ -305,3 +314,38 @@ def test_curves_of_one_epoch_runs_show_their_points_on_integer_ticks(tmp_path):
     assert list(axis.get_xticks()) == [1]
     ten = {"0": {"val/loss": [1.0 / e for e in range(1, 11)]}}
     assert list(curves_figure(ten, band=False).axes[0].get_xticks()) == list(range(1, 11))
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_sequential_sweep_and_prints_what_finished(tmp_path):
+    # SIGINT to the process group, as a terminal sends it, while job 2 of 4 trains.
+    sweep = tmp_path / "sweep"
+    args = [TRAIN, "-m", f"hydra.sweep.dir={sweep}", "seed=0,1,2,3", "data.n_samples=2000"]
+    out, err = tmp_path / "out.txt", tmp_path / "err.txt"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        sweep_process = subprocess.Popen(
+            [sys.executable, *args, "trainer.epochs=3"],
+            cwd=tmp_path,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+        )
+        started = sweep / "1" / "checkpoints" / "last.pt"  # its step-0 checkpoint: training
+        deadline = time.monotonic() + 120
+        while not started.exists() and sweep_process.poll() is None:
+            assert time.monotonic() < deadline, "job 2 never started"
+            time.sleep(0.02)
+        os.killpg(sweep_process.pid, signal.SIGINT)
+        code = sweep_process.wait(timeout=120)
+    assert code == 130, err.read_text()
+    assert [p.name for p in job_dirs(sweep)] == ["0", "1"]  # jobs 3 and 4 never started
+    assert read_run(sweep / "0")["status"] == "completed"
+    assert read_run(sweep / "1")["status"] == "interrupted"
+    printed = out.read_text()
+    assert f"sweep {sweep}: 1 of 2 jobs completed" in printed
+    assert "1 (seed 1): interrupted by SIGINT after step" in printed
+    assert json.loads((sweep / SUMMARY_JSON).read_text())["completed"] == 1
+    stopped = err.read_text()
+    assert "resume with: python" in stopped and stopped.rstrip().endswith(
+        "the sweep stopped: its later jobs were not started"
+    )

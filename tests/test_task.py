@@ -13,15 +13,15 @@ import torch
 from helpers import ROOT, SMALL, compose_config, read_run, run_cli, run_train, train_in_process
 from omegaconf import OmegaConf
 
+from seedbed.core.checkpoint import Checkpointer, load_checkpoint
+from seedbed.core.interrupts import TEST_SIGNAL_ENV
+from seedbed.core.record import MetricsLog, read_metrics, weights_sha256
+from seedbed.core.seeding import seed_everything
 from seedbed.data.arrays import ArrayDataset, DataSplits, split_indices
 from seedbed.data.loader import build_batches
 from seedbed.data.npz import npz_dataset
 from seedbed.evaluate import evaluate_checkpoint
 from seedbed.loop import EarlyStopping, LoopState, fit
-from seedbed.core.checkpoint import Checkpointer, load_checkpoint
-from seedbed.core.interrupts import TEST_SIGNAL_ENV
-from seedbed.core.record import MetricsLog, read_metrics, weights_sha256
-from seedbed.core.seeding import seed_everything
 from seedbed.runs.session import run_training
 from seedbed.task import Classification, Monitor, Regression
 

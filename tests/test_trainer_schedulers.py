@@ -11,9 +11,9 @@ from helpers import SMALL, compose_config, read_run, train_in_process
 from test_resume import assert_same_run
 from trainer_support import stopped_by_sigterm_at_step
 
-from seedbed.optim import build_scheduler
 from seedbed.core.errors import ConfigError, SeedbedError
 from seedbed.core.record import read_metrics
+from seedbed.optim import build_scheduler
 from seedbed.runs.resume import is_safe_on_resume
 
 LR = 0.05  # SGD's default

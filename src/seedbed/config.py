@@ -8,6 +8,7 @@ value and what is allowed.
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -19,12 +20,17 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from seedbed.compile import COMPILE_MODES
+from seedbed.core.determinism import MODES as DETERMINISM_MODES
+from seedbed.core.errors import ConfigError
 from seedbed.data.normalize import MODES as NORMALIZE_MODES
 from seedbed.init import FAN_MODES, SCHEMES
 from seedbed.precision import PRECISIONS
-from seedbed.core.determinism import MODES as DETERMINISM_MODES
-from seedbed.core.errors import ConfigError
-from seedbed.validation import check_components, check_finite, check_group_keys
+from seedbed.validation import (
+    check_component_targets,
+    check_components,
+    check_finite,
+    check_group_keys,
+)
 
 SEED_MAX = 2**32 - 1
 # The packaged configs: `configs/` at the top of a checkout points here.
@@ -714,16 +720,28 @@ def _validate_sched(sched: DictConfig) -> None:
         _check(0 < sched.factor < 1, "sched.factor", sched.factor, "a number in (0, 1)")
         _check(sched.patience >= 0, "sched.patience", sched.patience, "an int >= 0")
         _check_choice("sched.threshold_mode", sched.threshold_mode, ("rel", "abs"))
+        _check(sched.threshold >= 0, "sched.threshold", sched.threshold, "a number >= 0")
+        _check(sched.cooldown >= 0, "sched.cooldown", sched.cooldown, "an int >= 0")
+        _check(sched.min_lr >= 0, "sched.min_lr", sched.min_lr, "a number >= 0")
     elif target == OneCycleSchedConfig._target_:
         _check(0 < sched.pct_start < 1, "sched.pct_start", sched.pct_start, "a number in (0, 1)")
         _check_choice("sched.anneal_strategy", sched.anneal_strategy, ("cos", "linear"))
         max_lr = sched.max_lr
         _check(max_lr is None or max_lr > 0, "sched.max_lr", max_lr, "a number > 0 or null")
+        for key in ("div_factor", "final_div_factor"):
+            _check(sched[key] > 0, f"sched.{key}", sched[key], "a number > 0")
     elif target == WarmupCosineSchedConfig._target_:
         warmup = sched.warmup_steps
         _check(warmup is None or warmup >= 0, "sched.warmup_steps", warmup, "an int >= 0 or null")
         fraction = sched.warmup_fraction
         _check(0 <= fraction < 1, "sched.warmup_fraction", fraction, "a number in [0, 1)")
+        total = sched.total_steps
+        _check(
+            warmup is None or total is None or warmup <= total,
+            "sched.warmup_steps",
+            warmup,
+            f"an int <= sched.total_steps ({total}): the warm-up is part of the schedule",
+        )
     total = sched.get("total_steps")
     _check(total is None or total > 0, "sched.total_steps", total, "an int > 0 or null")
 
@@ -786,8 +804,13 @@ def validate(cfg: DictConfig) -> None:
     _check(limit is None or limit > 0, "trainer.limit_train_batches", limit, "an int > 0 or null")
     perturb = cfg.trainer.perturb_step
     _check(perturb is None or perturb > 0, "trainer.perturb_step", perturb, "an int > 0 or null")
-    threads = cfg.trainer.threads
-    _check(threads is None or threads > 0, "trainer.threads", threads, "an int > 0 or null")
+    threads, cpus = cfg.trainer.threads, os.cpu_count() or 1
+    _check(
+        threads is None or 0 < threads <= cpus,
+        "trainer.threads",
+        threads,
+        f"an int in [1, {cpus}] (this machine's logical CPUs) or null (a fair share of them)",
+    )
     _check_choice("trainer.precision", cfg.trainer.precision, PRECISIONS)
     accumulate = cfg.trainer.accumulate_grad_batches
     _check(accumulate >= 1, "trainer.accumulate_grad_batches", accumulate, "an int >= 1")
@@ -834,3 +857,12 @@ def validate(cfg: DictConfig) -> None:
     dropout = cfg.model.get("dropout", 0.0)
     _check(0 <= dropout < 1, "model.dropout", dropout, "a number in [0, 1)")
     check_components(plain)
+    check_component_targets(plain, GROUP_SCHEMAS, _options())
+
+
+def _options() -> dict[str, list[str]]:
+    """The options of each group with a schema: what `model=<option>` can name."""
+    return {
+        group: sorted({*schemas, *(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))})
+        for group, schemas in GROUP_SCHEMAS.items()
+    }

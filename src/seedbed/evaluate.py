@@ -3,16 +3,23 @@
 The task, data and model are rebuilt from the run's own resolved config (saved
 in the checkpoint), the weights loaded, and a split (val by default, train, or
 the held-out test split) evaluated in eval mode with the task's metrics. The
-result goes to `eval.json` in the run directory (or `out=`, a file name taken relative to
-the run directory, so it never lands in the working tree). Evaluation draws
-no random numbers and the file holds no time, so the same checkpoint gives the
+result goes to `eval_<split>.json` in the run directory (`eval_val.json`,
+`eval_test.json`: one split's result never replaces another's), or to `out=`: a file
+name taken relative to the run directory (so it never lands in the working tree), or an
+absolute path. `out=` never names one of the run's own files (run.json, metrics.jsonl,
+checkpoints/, ...) and never leaves the run directory unless it is absolute. Evaluation
+draws no random numbers and the file holds no time, so the same checkpoint gives the
 same file, byte for byte.
+
+The checkpoint may come from someone else: its config must be plain data with every
+`_target_` on the allow-list (`seedbed.core.received`), and it never downloads.
 """
 
 from __future__ import annotations
 
-import hashlib
+import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,27 +28,37 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from seedbed.data.loader import eval_batches
-from seedbed.loop import evaluate
 from seedbed.core.checkpoint import load_checkpoint
 from seedbed.core.determinism import set_determinism
 from seedbed.core.device import resolve_device
 from seedbed.core.errors import EXIT_USER_ERROR, ConfigError, SeedbedError, error_line
-from seedbed.core.files import atomic_write
+from seedbed.core.files import RUN_DIR_FOLDERS, WRITTEN_IN_RUN_DIR, atomic_write
+from seedbed.core.received import check_received, without_downloads
 from seedbed.core.record import RUN_FILE, read_json, to_json, weights_sha256
+from seedbed.data.fingerprint import file_sha256
+from seedbed.data.loader import eval_batches
+from seedbed.loop import evaluate
 from seedbed.runs.resume import run_dir_of
-from seedbed.core.targets import check_targets
 from seedbed.train import build_task
 
 SPLITS = ("val", "train", "test")
 USAGE = (
     "usage: python eval.py ckpt=<checkpoint.pt> [split=val|train|test] "
-    "[out=<file in the run dir>] [device=<d>]"
+    "[out=<file in the run dir, or an absolute path>] [device=<d>] "
+    "[allow_targets=[<module prefix>,...]]"
 )
+KEYS = ("ckpt", "split", "out", "device", "allow_targets")
 
 
-def evaluate_checkpoint(path: str | Path, split: str = "val", device: str | None = None) -> dict:
-    """The checkpoint's task metrics on `split`, with what identifies them."""
+def evaluate_checkpoint(
+    path: str | Path,
+    split: str = "val",
+    device: str | None = None,
+    allow_targets: Sequence[str] = (),
+) -> dict:
+    """The checkpoint's task metrics on `split`, with what identifies them. `allow_targets`:
+    module prefixes trusted as `_target_` in the checkpoint's config, beyond seedbed's list
+    (a model of your own package: `mypkg.models`)."""
     if split not in SPLITS:
         raise ConfigError("split", split, f"one of {', '.join(SPLITS)}")
     path = Path(path)
@@ -50,8 +67,9 @@ def evaluate_checkpoint(path: str | Path, split: str = "val", device: str | None
     stored = checkpoint.get("config") if isinstance(checkpoint, dict) else None
     if not isinstance(stored, dict) or not isinstance(checkpoint.get("model"), dict):
         raise SeedbedError(f"checkpoint {path} holds no run config and model weights")
-    check_targets(stored, f"checkpoint {path}")  # before anything is built from it
-    cfg = OmegaConf.create(stored)
+    # Before anything is resolved or built.
+    check_received(stored, f"checkpoint {path}", allow_targets)
+    cfg = OmegaConf.create(without_downloads(stored))
     set_determinism(cfg.determinism.mode)
     target = target or resolve_device(cfg.trainer.device, key="device")
     task = build_task(cfg.task)
@@ -80,7 +98,7 @@ def evaluate_checkpoint(path: str | Path, split: str = "val", device: str | None
     return {
         "checkpoint": str(path),
         "checkpoint_file": path.resolve().name,
-        "checkpoint_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "checkpoint_sha256": file_sha256(path),
         "weights_sha256": weights_sha256(checkpoint["model"]),
         "epoch": checkpoint["loop"]["epoch"],
         "step": checkpoint["loop"]["step"],
@@ -99,7 +117,7 @@ def _data_arguments(cfg: Any, path: Path, checkpoint: dict[str, Any]) -> dict[st
     if checkpoint.get("data_normalization") is not None:
         arguments["normalization"] = checkpoint["data_normalization"]
     run_file = run_dir_of(path) / RUN_FILE
-    recorded = read_json(run_file).get("data") or {} if run_file.is_file() else {}
+    recorded = read_json(run_file).get("data") or {} if os.path.lexists(run_file) else {}
     for key, absolute in (recorded.get("paths") or {}).items():
         given = cfg.data.get(key)
         if isinstance(given, str) and not Path(given).exists():
@@ -118,12 +136,54 @@ def parse_args(args: list[str]) -> dict[str, str]:
             value = args.pop(0)
         elif not sep:
             raise SeedbedError(f"{arg!r} is not key=value; {USAGE}")
-        if key not in ("ckpt", "split", "out", "device"):
-            raise ConfigError(key, value, f"one of ckpt, split, out, device; {USAGE}")
+        if key not in KEYS:
+            raise ConfigError(key, value, f"one of {', '.join(KEYS)}; {USAGE}")
         options[key] = value
     if "ckpt" not in options:
         raise SeedbedError(f"ckpt is missing; {USAGE}")
     return options
+
+
+def output_path(ckpt: str, out: str | None, split: str) -> Path:
+    """Where the result goes: `<run>/eval_<split>.json`, or `out=` (relative to the run
+    directory, or absolute); refused, naming `out`, if it is one of the run's own files or
+    folders, or a relative path that leaves the run directory."""
+    run_dir = run_dir_of(ckpt)
+    if out is None:
+        return run_dir / f"eval_{split}.json"
+    path = Path(out) if Path(out).is_absolute() else run_dir / out
+    # The parent with its links followed, the name as given (os.replace replaces a link).
+    where = Path(os.path.realpath(path.parent)) / path.name
+    root = Path(os.path.realpath(run_dir))
+    inside = where.is_relative_to(root) and where != root
+    own_names = {name.split("/")[0] for name in WRITTEN_IN_RUN_DIR}
+    if (
+        (inside and where.relative_to(root).parts[0] in own_names)
+        or where == root
+        or (not inside and not Path(out).is_absolute())
+    ):
+        raise ConfigError(
+            "out",
+            out,
+            "a file that is none of the run's own ("
+            + ", ".join(sorted(n + ("/" if n in RUN_DIR_FOLDERS else "") for n in own_names))
+            + "): a name in the run directory, or an absolute path",
+        )
+    return path
+
+
+def prefixes(value: str) -> list[str]:
+    """`allow_targets=[mypkg.models,other]` (or without brackets) as a list of prefixes."""
+    inner = value.strip()
+    if inner.startswith("[") and inner.endswith("]"):
+        inner = inner[1:-1]
+    found = [part.strip().strip("'\"") for part in inner.split(",") if part.strip()]
+    for prefix in found:
+        if not all(part.isidentifier() for part in prefix.split(".")):
+            raise ConfigError(
+                "allow_targets", value, f"a list of module prefixes like [mypkg.models]; {USAGE}"
+            )
+    return found
 
 
 def write_eval(result: dict[str, Any], out: Path) -> None:
@@ -135,12 +195,17 @@ def cli() -> None:
     """`python eval.py ckpt=...`: print the metrics, write eval.json; errors in one line."""
     try:
         options = parse_args(sys.argv[1:])
-        result = evaluate_checkpoint(
-            options["ckpt"], options.get("split", "val"), options.get("device")
-        )
+        split = options.get("split", "val")
         # Relative to the run directory (an absolute path is kept as it is): a file written
         # into the working directory would sit in the repository and mark later runs dirty.
-        out = run_dir_of(options["ckpt"]) / options.get("out", "eval.json")
+        # Checked before the evaluation: a refused out= costs nothing.
+        out = output_path(options["ckpt"], options.get("out"), split)
+        result = evaluate_checkpoint(
+            options["ckpt"],
+            split,
+            options.get("device"),
+            prefixes(options.get("allow_targets", "")),
+        )
         try:
             write_eval(result, out)
         except OSError as error:

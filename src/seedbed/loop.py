@@ -29,10 +29,10 @@ import torch
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-from seedbed.data.loader import EpochBatches
-from seedbed.precision import Precision
 from seedbed.core.errors import SeedbedError
 from seedbed.core.record import MetricsLog
+from seedbed.data.loader import EpochBatches
+from seedbed.precision import Precision
 from seedbed.task import Monitor, Task
 
 log = logging.getLogger(__name__)

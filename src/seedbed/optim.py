@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from torch.optim.lr_scheduler import LambdaLR, LRScheduler, ReduceLROnPlateau
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR, ReduceLROnPlateau
 
 from seedbed.core.errors import ConfigError
 from seedbed.runs.resume import RUN_LENGTH_KEYS  # one list: resume refuses new epochs for them
@@ -44,6 +44,14 @@ def build_scheduler(
     for key in RUN_LENGTH_KEYS:
         if key in options and options[key] is None:
             options[key] = max(1, total_steps)
+    if is_onecycle_target(options["_target_"]) and options.get("total_steps", 0) < total_steps:
+        # OneCycleLR raises at the step past its cycle: refuse before the first step instead.
+        raise ConfigError(
+            "sched.total_steps",
+            options["total_steps"],
+            f"an int >= {total_steps} (this run's optimizer steps: the cycle must cover them) "
+            "or null (the whole run)",
+        )
     if "step_size" in options:
         options["step_size"] = max(1, options["step_size"] * steps_per_epoch)
     if options.get("max_lr", 0) is None:  # onecycle peaks at optim.lr unless told otherwise
@@ -60,6 +68,10 @@ def build_scheduler(
 
 def is_plateau_target(target: str) -> bool:
     return target.rsplit(".", 1)[-1] == ReduceLROnPlateau.__name__
+
+
+def is_onecycle_target(target: str) -> bool:
+    return target.rsplit(".", 1)[-1] == OneCycleLR.__name__
 
 
 def warmup_cosine(

@@ -22,8 +22,8 @@ import torch
 from hydra.utils import instantiate
 from torch import Tensor, nn
 
-from seedbed.data.arrays import DataSplits
 from seedbed.core.errors import ConfigError
+from seedbed.data.arrays import DataSplits
 
 # Bounds what a label may be before it sizes the model's output layer: a stray id of 10**9
 # must be one clear line, not a 512 GB allocation.
@@ -96,6 +96,20 @@ def build_loss(loss: Any) -> nn.Module:
     return module
 
 
+def check_loss_accepts(task: Any, data: DataSplits) -> None:
+    """Call the task's loss once on zeros shaped like the model's output and two training
+    targets, so that a loss refusing its settings (HuberLoss with delta <= 0) is one line
+    naming it now, not a traceback at the first step."""
+    target = data.splits()["train"].y[:2]
+    output = torch.zeros((len(target), data.num_outputs))
+    try:
+        task.loss(output, target)
+    except (RuntimeError, ValueError, TypeError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        name = type(task.loss_fn).__name__
+        raise ConfigError("task.loss", name, f"settings its loss accepts ({first})") from error
+
+
 class Classification:
     """One label per sample, an int in [0, classes): cross-entropy, loss and accuracy."""
 
@@ -140,6 +154,7 @@ class Classification:
                 f"labels < {MAX_CLASSES} (found {largest}): relabel your classes 0..K-1",
             )
         data.num_outputs = max(data.num_classes or 0, largest + 1)
+        check_loss_accepts(self, data)
         return data
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
@@ -193,6 +208,7 @@ class Regression:
                 "task", "regression", f"one target width in every split (got {sorted(widths)})"
             )
         self.width = data.num_outputs = widths.pop()
+        check_loss_accepts(self, data)
         return data
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:

@@ -146,7 +146,9 @@ class Project:
         """A run SIGKILLed after step `kill_at_step`, then resumed, ends bit-identical to the
         same run left alone."""
         reference = self.train(*overrides)
-        killed = self.train(*overrides, expect="killed", **{TEST_SIGNAL_ENV: f"SIGKILL:{kill_at_step}"})
+        killed = self.train(
+            *overrides, expect="killed", **{TEST_SIGNAL_ENV: f"SIGKILL:{kill_at_step}"}
+        )
         assert killed.returncode == -signal.SIGKILL, (
             f"the run was not killed at step {kill_at_step} (exit {killed.returncode}): does it "
             f"have that many steps?\n{killed.output[-2000:]}"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import inspect
 import math
 from typing import Any, get_type_hints
 
@@ -67,6 +68,41 @@ def check_group_keys(cfg: dict, schema: type, options: dict[str, dict]) -> None:
             check_keys(node, by_target[0], group)
 
 
+def check_component_targets(cfg: dict, options: dict[str, dict], names: dict[str, list]) -> None:
+    """Every group's `_target_` (`model._target_=...` on the command line) names a packaged
+    option's or something that can build a component: a class or a function that imports.
+    `options`: group -> {option: schema}; `names`: group -> the options a user can choose."""
+    for group, schemas in options.items():
+        node = cfg.get(group)
+        target = node.get("_target_") if isinstance(node, dict) else None
+        if target is None or target in {_default_target(s) for s in schemas.values()}:
+            continue
+        problem = _unbuildable(target)
+        if problem is not None:
+            raise ConfigError(
+                f"{group}._target_",
+                target,
+                f"a known component ({group}={'|'.join(names[group])}) or the dotted path of "
+                f"a class or function of your own ({problem})",
+            )
+
+
+def _unbuildable(target: Any) -> str | None:
+    """Why `target` cannot build a component, or None."""
+    if not isinstance(target, str):
+        return f"a dotted path, not {type(target).__name__}"
+    from hydra._internal.utils import _locate
+
+    try:
+        found = _locate(target)
+    except Exception as error:  # noqa: BLE001 - not importable, whatever the reason
+        lines = str(error).strip().splitlines()  # Hydra's: "Error loading ...", why, a hint
+        return f"it cannot be imported: {lines[-1] if lines else type(error).__name__}"
+    if not (inspect.isclass(found) or inspect.isfunction(found)):
+        return f"it is a {type(found).__name__}, not a class or function"
+    return None
+
+
 def _default_target(schema: type) -> Any:
     for f in dataclasses.fields(schema):
         if f.name == "_target_":
@@ -95,7 +131,8 @@ def _at_least(node: dict, group: str, key: str, low: float, strict: bool = False
 
 
 def check_components(cfg: dict) -> None:
-    """The ranges the optimizer, the scheduler and the synthetic data need."""
+    """The ranges the optimizer, the scheduler, the model's layer widths and the synthetic
+    data need."""
     optim, sched, data = cfg.get("optim"), cfg.get("sched"), cfg.get("data")
     if isinstance(optim, dict):
         for key in ("momentum", "weight_decay"):
@@ -110,6 +147,14 @@ def check_components(cfg: dict) -> None:
         for key in ("T_max", "step_size", "gamma"):
             _at_least(sched, "sched", key, 0, strict=True)
         _at_least(sched, "sched", "eta_min", 0.0)
+    model = cfg.get("model")
+    if isinstance(model, dict):
+        for key in ("hidden", "channels"):  # layer widths: a layer of 0 units learns nothing
+            widths = model.get(key)
+            if isinstance(widths, list) and not all(
+                isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths
+            ):
+                raise ConfigError(f"model.{key}", widths, "a list of ints > 0 (layer widths)")
     if isinstance(data, dict):
         _at_least(data, "data", "n_classes", 2)
         for key in ("n_samples", "n_features", "n_targets", "channels", "size"):

@@ -24,7 +24,7 @@ import logging
 import os
 import pickle
 import re
-import stat
+import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import torch
 
 from seedbed.core.errors import SeedbedError
-from seedbed.core.files import atomic_write, fsync_dir
+from seedbed.core.files import atomic_write, fsync_dir, open_regular
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +47,6 @@ class CheckpointError(SeedbedError):
 
 # A bound on what is read into memory, far above any model this template trains on a CPU.
 MAX_CHECKPOINT_BYTES = int(os.environ.get("SEEDBED_MAX_CHECKPOINT_BYTES", 8 * 2**30))
-
-
-def _open_regular(path: str, flags: int) -> int:
-    fd = os.open(path, flags | os.O_NONBLOCK)  # a FIFO opens at once instead of waiting
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise CheckpointError(f"checkpoint {path} is refused: not a regular file")
-    os.set_blocking(fd, True)
-    return fd
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
@@ -78,14 +69,14 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         # Read only a regular file, up to a bound: a received `last.pt` may be a link to
         # /dev/zero (read forever) or a FIFO (hangs on open).
-        with open(path, "rb", opener=_open_regular) as file:
+        with os.fdopen(open_regular(path, CheckpointError, "checkpoint "), "rb") as file:
             size = os.fstat(file.fileno()).st_size
             if size > MAX_CHECKPOINT_BYTES:
                 raise CheckpointError(
                     f"checkpoint {path} is refused: {size} bytes, more than the "
                     f"{MAX_CHECKPOINT_BYTES} a checkpoint may have (SEEDBED_MAX_CHECKPOINT_BYTES)"
                 )
-            data = memoryview(file.read())
+            data = memoryview(file.read(MAX_CHECKPOINT_BYTES + 1))
     except OSError as error:
         raise CheckpointError(f"checkpoint {path} cannot be read: {error.strerror}") from error
     if len(data) == 0:
@@ -97,6 +88,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         )
     if hashlib.sha256(payload).hexdigest().encode() != trailer[len(CHECKSUM_TAG) : -1]:
         raise CheckpointError(f"checkpoint {path} fails its SHA-256 checksum: the file is corrupt")
+    _check_stored(path, payload)
     try:
         return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -107,6 +99,22 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         ) from error
     except Exception as error:
         raise CheckpointError(f"checkpoint {path} cannot be loaded: {error}") from error
+
+
+def _check_stored(path: Path, payload: memoryview) -> None:
+    """torch.save stores its records uncompressed; torch.load also inflates compressed ones,
+    so a few MB of a received file could unpack to terabytes. Refused, before loading."""
+    try:
+        members = zipfile.ZipFile(io.BytesIO(payload)).infolist()
+    except zipfile.BadZipFile:
+        return  # not torch's zip format: torch.load says what it is
+    packed = [m.filename for m in members if m.compress_type != zipfile.ZIP_STORED]
+    if packed or sum(m.file_size for m in members) > MAX_CHECKPOINT_BYTES:
+        what = f"a compressed record ({packed[0]})" if packed else "records past the bound"
+        raise CheckpointError(
+            f"checkpoint {path} is refused: it holds {what}; torch.save writes records as "
+            "they are, so this file was not written by it"
+        )
 
 
 def to_cpu(state: Any) -> Any:

@@ -16,8 +16,11 @@ another order, and each rank sees its own shard.
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -52,6 +55,42 @@ def launched_rank() -> int:
 
         return JobEnvironment().global_rank
     return int(os.environ.get("SLURM_PROCID", "0"))
+
+
+class RankPrefixed:
+    """A console stream of a rank other than 0: each line it writes starts `[rank N] `, so a
+    warning or an error of that rank is told apart from rank 0's."""
+
+    def __init__(self, stream: Any, rank: int) -> None:
+        self.stream, self.prefix, self.at_line_start = stream, f"[rank {rank}] ", True
+
+    def write(self, text: str) -> int:
+        out = []
+        for line in text.splitlines(keepends=True):
+            out.append(self.prefix + line if self.at_line_start else line)
+            self.at_line_start = line.endswith("\n")
+        self.stream.write("".join(out))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+def speak_only_as_rank_0(rank: int) -> None:
+    """One console for a distributed run: on a rank other than 0, the console (stdout,
+    stderr) says warnings and errors only, each line prefixed with the rank. Call once the
+    logging is configured (Hydra configures it as a job starts); its log file keeps all."""
+    if rank == 0:
+        return
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if not isinstance(stream, RankPrefixed):
+            setattr(sys, name, RankPrefixed(stream, rank))
+    for handler in logging.getLogger().handlers:
+        if type(handler) is logging.StreamHandler:  # the console, not a log file
+            handler.setLevel(max(handler.level, logging.WARNING))
+            if not isinstance(handler.stream, RankPrefixed):
+                handler.setStream(RankPrefixed(handler.stream, rank))
 
 
 def _export_submitit_environment() -> None:

@@ -6,7 +6,8 @@
   counts, every installed package, an allow-list of environment variables and
   the git state of the code;
 - `requirements.txt`: the installed packages, as `pip freeze` writes them;
-- `code.patch`: the uncommitted changes (`git apply` it on the recorded commit).
+- `code.patch`: the uncommitted changes (`git apply` it on the recorded commit), and
+  the untracked files that may be copied (`seedbed.core.code_patch`).
 
 Only the variables named in `ENV_VARS` are read: the rest of the environment
 (tokens, keys, passwords) never reaches a run file. Every part is best-effort:
@@ -16,24 +17,20 @@ every start, so it stays fast (tens of milliseconds: no `pip`, short git calls).
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
 import platform
-import shutil
-import subprocess
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from seedbed.core.code_patch import PATCH_FILE, code_state
 from seedbed.core.record import read_json
 
 ENVIRONMENT_FILE = "environment.json"
 REQUIREMENTS_FILE = "requirements.txt"
-PATCH_FILE = "code.patch"
 
 # The variables that can change results or what runs where, and why. Nothing else is read.
 ENV_VARS: dict[str, str] = {
@@ -56,25 +53,6 @@ ENV_VARS: dict[str, str] = {
     "WORLD_SIZE": "processes in a distributed run",
     "LOCAL_WORLD_SIZE": "processes per node",
 }
-
-# Untracked files go into code.patch only when they look like code and are small:
-# an untracked `.env`, key file or data set must never be copied into a run directory.
-PATCH_SUFFIXES = {".py", ".pyi", ".yaml", ".yml", ".toml", ".cfg", ".sh", ".md"}
-# Names that look like secrets are never copied, whatever their suffix: only listed.
-SECRET_NAMES = (
-    "*secret*",
-    "*.env",
-    ".env*",
-    "*env.sh",
-    "*token*",
-    "*credential*",
-    "*passw*",
-    "*.pem",
-    "*.key",
-    "id_*",
-)
-PATCH_MAX_BYTES = 1_000_000
-GIT_TIMEOUT_S = 5.0
 
 
 def python_info() -> dict[str, Any]:
@@ -207,89 +185,6 @@ def requirements_text(packages: dict[str, str], editable: set[str]) -> str:
 
 def environment_variables() -> dict[str, str | None]:
     return {name: os.environ.get(name) for name in ENV_VARS}
-
-
-def _git(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run(
-        ["git", "-C", str(repo), *args],
-        capture_output=True,
-        text=True,
-        timeout=GIT_TIMEOUT_S,
-        env={**os.environ, "GIT_OPTIONAL_LOCKS": "0", **(env or {})},  # read-only: no index.lock
-    )
-    if result.returncode != 0:
-        raise RuntimeError(result.stderr.strip().splitlines()[-1] if result.stderr else "failed")
-    return result.stdout
-
-
-def looks_secret(name: str) -> bool:
-    """Whether a file's name (any part of its path) matches SECRET_NAMES."""
-    parts = [part.lower() for part in Path(name).parts]
-    return any(fnmatch.fnmatch(part, pattern) for part in parts for pattern in SECRET_NAMES)
-
-
-def code_state(code_dir: Path) -> tuple[dict[str, Any], str]:
-    """Git commit, branch and dirty flag of the checkout holding `code_dir`, and its diff.
-
-    The diff is `git diff HEAD` (staged and unstaged changes to tracked files) plus
-    untracked files that look like code (PATCH_SUFFIXES, under PATCH_MAX_BYTES):
-    `git apply code.patch` on the recorded commit gives the code that ran.
-    """
-    if shutil.which("git") is None:
-        return {"available": False, "reason": "git is not installed"}, ""
-    try:
-        top, commit, branch = _git(
-            code_dir, "rev-parse", "--show-toplevel", "HEAD", "--abbrev-ref", "HEAD"
-        ).split()
-    except (RuntimeError, ValueError, subprocess.TimeoutExpired, OSError):
-        return {"available": False, "reason": f"{code_dir} is not in a git checkout"}, ""
-    repo = Path(top)
-    try:
-        untracked = _git(repo, "ls-files", "--others", "--exclude-standard", "-z").split("\0")
-        untracked = [name for name in untracked if name]
-        included = [
-            name
-            for name in untracked
-            if Path(name).suffix in PATCH_SUFFIXES
-            and not looks_secret(name)
-            and (repo / name).is_file()
-            and not (repo / name).is_symlink()
-            and (repo / name).stat().st_size <= PATCH_MAX_BYTES
-        ]
-        with tempfile.TemporaryDirectory() as tmp:
-            env = None
-            if included:
-                # Mark the untracked files "intent to add" in a copy of the index, so that
-                # `git diff HEAD` shows them as new files; the real index is never touched.
-                index = Path(tmp) / "index"
-                real_index = _git(repo, "rev-parse", "--git-path", "index").strip()
-                real_index_path = Path(real_index)
-                if not real_index_path.is_absolute():
-                    real_index_path = repo / real_index_path
-                if real_index_path.exists():
-                    shutil.copyfile(real_index_path, index)
-                env = {"GIT_INDEX_FILE": str(index)}
-                _git(repo, "add", "--intent-to-add", "--", *included, env=env)
-            patch = _git(repo, "diff", "HEAD", "--binary", env=env)
-    except (RuntimeError, subprocess.TimeoutExpired, OSError) as error:
-        return {
-            "available": True,
-            "commit": commit,
-            "branch": branch,
-            "dirty": None,
-            "reason": f"git diff failed: {error}",
-        }, ""
-    skipped = sorted(set(untracked) - set(included))
-    return {
-        "available": True,
-        "commit": commit,
-        "branch": None if branch == "HEAD" else branch,  # "HEAD": a detached checkout
-        "dirty": bool(patch) or bool(skipped),
-        "patch": PATCH_FILE if patch else None,
-        "patch_lines": patch.count("\n"),
-        "untracked_in_patch": included,
-        "untracked_not_in_patch": skipped,
-    }, patch
 
 
 def capture_environment(code_dir: Path | None = None) -> tuple[dict[str, Any], str, str]:

@@ -62,12 +62,28 @@ def refused_arguments(cause: BaseException | None) -> bool:
     )
 
 
+# Hydra's own refusals of a `_target_` (it cannot find it, will not call it, or it is not
+# callable): a config value, not a bug in the component.
+TARGET_REFUSALS = ("Error locating target", "is blocklisted", "Expected a callable target")
+
+
+def refused_target(error: BaseException) -> bool:
+    """Whether `instantiate` refused the `_target_` itself."""
+    return isinstance(error, InstantiationException) and any(
+        text in str(error) for text in TARGET_REFUSALS
+    )
+
+
 def error_line(error: BaseException) -> str:
     """One line for the user: our own messages as they are, config errors with their key."""
     if isinstance(error, KeyboardInterrupt):
         return f"interrupted ({error})" if str(error) else "interrupted"
     if (mine := user_error(error)) is not None:
         return str(mine)
+    if refused_target(error):  # Hydra wraps its sentence over lines, the key last
+        text, _, key = str(error).partition("full_key:")
+        sentence = " ".join(text.split())
+        return f"{key.strip()}._target_: {sentence}" if key.strip() else sentence
     cause = error.__cause__ if isinstance(error, HydraException) else None
     if isinstance(error, InstantiationException) and refused_arguments(cause):
         text = str(error)

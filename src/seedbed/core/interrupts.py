@@ -53,6 +53,19 @@ class TrainingInterrupted(SeedbedError):
         return type(self), (self.signum, str(self))  # picklable: a sweep's job may raise it
 
 
+class SweepInterrupted(KeyboardInterrupt):
+    """A signal stopped a job of a sweep whose jobs run in this process, one after another:
+    the sweep stops with it. (Hydra's launcher goes on to the next job after an Exception; a
+    KeyboardInterrupt ends the loop, so the later jobs never start.)"""
+
+    def __init__(self, signum: int, message: str) -> None:
+        self.signum = signum
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.signum, str(self))
+
+
 class ImmediateStop(KeyboardInterrupt):
     """A second signal: stop now, without a new checkpoint."""
 

@@ -15,8 +15,8 @@ rewound metrics.jsonl.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,7 +24,9 @@ from typing import Any, Protocol
 from omegaconf import DictConfig, OmegaConf
 
 from seedbed.config import flatten
-from seedbed.core.errors import SeedbedError
+from seedbed.core.errors import ConfigError, SeedbedError
+from seedbed.core.files import is_inside
+from seedbed.core.record import read_json
 
 # Keys of a record that say where it belongs rather than what was measured.
 POSITION_KEYS = ("kind", "epoch", "step")
@@ -62,7 +64,13 @@ class TensorBoardLogger:
         # TensorBoard drops every earlier point at or after purge_step. The checkpoint's own
         # step may hold points written before it was saved (kept) and after (to be redone):
         # purge it whole, then write back the kept ones.
-        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=resumed_at)
+        try:
+            self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=resumed_at)
+        except OSError as error:  # a file in its place, no permission, a full disk
+            raise SeedbedError(
+                f"logger.tensorboard.log_dir: {log_dir} cannot be a folder of event files "
+                f"({error.strerror})"
+            ) from error
         if resumed_at is not None:
             for record in kept:
                 if record.get("step") == resumed_at:
@@ -96,17 +104,36 @@ class MlflowLogger:
         """`run_id`: the MLflow run of the run being resumed, continued instead of a new one."""
         if not telemetry:  # read when mlflow is imported: set before
             os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
-        from mlflow.tracking import MlflowClient
-
         self.run_dir = run_dir
         self.log_artifacts = log_artifacts
+        try:
+            self._start(tracking_uri, artifact_location, experiment, params, tags, run_id)
+        except Exception as error:  # mlflow's own errors, many kinds: an unsupported URI, ...
+            text = str(error).strip() or type(error).__name__
+            first = text.splitlines()[0].split(". ")[0].strip()
+            raise SeedbedError(
+                f"logger.mlflow.tracking_uri={tracking_uri!r} (artifact_location="
+                f"{artifact_location!r}) cannot be used: {first}"
+            ) from error
+
+    def _start(
+        self,
+        tracking_uri: str,
+        artifact_location: str,
+        experiment: str,
+        params: Mapping[str, Any],
+        tags: Mapping[str, str],
+        run_id: str | None,
+    ) -> None:
+        from mlflow.tracking import MlflowClient
+
         self.client = MlflowClient(tracking_uri=tracking_uri)
-        if run_id is not None:
+        if run_id is not None and (found_run := self._run_in_store(run_id)) is not None:
             from mlflow.entities import RunStatus
 
             # Params stay as first logged: MLflow refuses to change one (a resume's overrides
             # are in run.json's `resumes`).
-            self.run_id = self.client.get_run(run_id).info.run_id
+            self.run_id = found_run
             self.client.update_run(self.run_id, status=RunStatus.to_string(RunStatus.RUNNING))
             return
         found = self.client.get_experiment_by_name(experiment)
@@ -117,9 +144,21 @@ class MlflowLogger:
             if "://" not in location and not location.startswith("file:"):
                 location = Path(location).resolve().as_uri()
             experiment_id = self.client.create_experiment(experiment, artifact_location=location)
-        run = self.client.create_run(experiment_id, run_name=run_dir.name, tags=dict(tags))
+        run = self.client.create_run(experiment_id, run_name=self.run_dir.name, tags=dict(tags))
         self.run_id = run.info.run_id
         self._log_params(params)
+
+    def _run_in_store(self, run_id: Any) -> str | None:
+        """`run_id` (read from run.json) if this store holds that run; None for a run logged
+        elsewhere (a received run directory): the resume then starts a new MLflow run."""
+        from mlflow.exceptions import MlflowException
+
+        if not (isinstance(run_id, str) and re.fullmatch(r"[0-9a-f]{32}", run_id)):
+            return None
+        try:
+            return str(self.client.get_run(run_id).info.run_id)
+        except MlflowException:
+            return None
 
     def _log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
@@ -154,8 +193,8 @@ class MlflowLogger:
 def _mlflow_status(run_dir: Path) -> str:
     """The run's own status (run.json is final by the time loggers close), in MLflow's words."""
     try:
-        status = json.loads((run_dir / "run.json").read_text()).get("status")
-    except (OSError, ValueError):
+        status = read_json(run_dir / "run.json").get("status")
+    except SeedbedError:
         status = None
     return {"completed": "FINISHED", "interrupted": "KILLED"}.get(status, "FAILED")
 
@@ -189,6 +228,22 @@ def check_logger_packages(logger_cfg: DictConfig) -> None:
                 f"logger={name} needs the {module} package: pip install 'seedbed[{extra}]' "
                 f"(or drop logger={name})"
             )
+
+
+def check_log_dir(logger_cfg: DictConfig, run_dir: Path, given: set[str] | None) -> None:
+    """TensorBoard writes inside the run directory: a `log_dir` that leaves it (`..`, a link)
+    is taken only from this command line (`given`: the keys it sets; None: a programmatic
+    call, whose whole config is the caller's)."""
+    settings = logger_cfg.get("tensorboard")
+    if settings is None or given is None or "logger.tensorboard.log_dir" in given:
+        return
+    if not is_inside(run_dir / settings.log_dir, run_dir):
+        raise ConfigError(
+            "logger.tensorboard.log_dir",
+            settings.log_dir,
+            "a folder inside the run directory (one outside it only when given on this "
+            "command line)",
+        )
 
 
 def build_loggers(

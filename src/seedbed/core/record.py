@@ -28,9 +28,10 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 from seedbed.core.errors import SeedbedError
-from seedbed.core.files import atomic_write, open_nofollow
+from seedbed.core.files import atomic_write, open_nofollow, read_bounded
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
@@ -76,13 +77,28 @@ def versions() -> dict[str, Any]:
     }
 
 
-def weights_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
-    """SHA-256 over every tensor's name, dtype, shape and bytes, in name order."""
+def tensor_bytes(tensor: torch.Tensor) -> torch.Tensor:
+    """The tensor's memory as a flat uint8 tensor, whatever its dtype and shape: flattened
+    first, because a 0-dim tensor (BatchNorm's `num_batches_tracked`) cannot be viewed as
+    bytes of another size."""
+    flat = tensor.detach().cpu().contiguous().reshape(-1)
+    if flat.is_quantized:
+        flat = flat.int_repr()
+    return flat.view(torch.uint8)
+
+
+def weights_sha256(state_dict: Mapping[str, Any]) -> str:
+    """SHA-256 over every entry's name, dtype, shape and bytes, in name order: parameters
+    and buffers of any dtype and shape (0-dim included); an entry that is not a tensor (a
+    module's extra state) by its repr."""
     digest = hashlib.sha256()
     for name in sorted(state_dict):
-        tensor = state_dict[name].detach().cpu().contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        value = state_dict[name]
+        if not isinstance(value, torch.Tensor):
+            digest.update(f"{name}|{type(value).__name__}|{value!r}|".encode())
+            continue
+        digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}|".encode())
+        digest.update(tensor_bytes(value).numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -155,12 +171,33 @@ class MetricsLog:
 def read_json(path: Path) -> dict[str, Any]:
     """A JSON object from `path`; a damaged file is a SeedbedError naming it."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as error:
+        data = json.loads(read_bounded(path, "JSON record"))  # a SeedbedError if unreadable
+    except (ValueError, RecursionError) as error:  # not JSON, not UTF-8, nested past belief
         raise SeedbedError(f"{path} is damaged or unreadable: {_reason(error)}") from None
     if not isinstance(data, dict):
         raise SeedbedError(f"{path} is damaged: it holds {type(data).__name__}, not an object")
     return data
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without aliases: `*name` repeats a node wherever it is named, so a few lines
+    can stand for billions of values once walked. seedbed never writes one."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            line = event.start_mark.line + 1 if event.start_mark else "?"
+            raise yaml.YAMLError(f"an alias (*{event.anchor}) on line {line} is refused")
+        return super().compose_node(parent, index)
+
+
+def read_yaml(path: Path) -> Any:
+    """The plain data of a YAML file (never resolved: `${...}` stays text); a damaged,
+    unreadable or oversized file is a SeedbedError naming it."""
+    try:
+        return yaml.load(read_bounded(path, "YAML config"), Loader=_NoAliasLoader)  # noqa: S506
+    except (ValueError, RecursionError, yaml.YAMLError) as error:
+        raise SeedbedError(f"{path} is damaged or unreadable: {_reason(error)}") from None
 
 
 def _reason(error: BaseException) -> str:
@@ -174,8 +211,8 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
         return []
     records = []
     try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as error:
+        lines = read_bounded(path, "metrics log").decode().splitlines()
+    except UnicodeDecodeError as error:
         raise SeedbedError(f"{path} is unreadable: {_reason(error)}") from None
     for number, line in enumerate(lines, 1):
         if not line.strip():

@@ -1,34 +1,68 @@
-"""Configs read from files are data, never code: every `_target_` must be on an allow-list.
+"""Configs read from files are data, never code: every `_target_` must name what builds.
 
 A checkpoint's stored config or a run directory's config.yaml may come from
 someone else, and Hydra's `instantiate` calls whatever a `_target_` names
 (`weights_only=True` guards only the pickle layer). `check_targets` walks the
 whole config — nested mappings, lists, `_args_` — before a single object is
 built and refuses, in one line naming the key and the target, any target that
-is not seedbed's own, one of the torch modules our configs use, torchvision's
-datasets/transforms/models, or under a prefix the user trusts in *their own*
-config (`allow_targets` in configs/train.yaml or on the command line; the
-stored config's own list is never read, or a file could trust itself).
+is not one of:
+
+- a component class (`COMPONENT_CLASSES`): a `torch.nn` module or loss, a
+  `torch.optim` optimizer or scheduler, a torchvision transform or model class,
+  a seedbed module. A class is named by where it is defined and what it is a
+  subclass of, so a new torch or torchvision release adds only new classes of
+  those kinds, never a function;
+- a builder your own configs name: the `_target_` of an option in
+  `configs/<group>/` or of a schema's default (`seedbed.data.vision.mnist`,
+  `seedbed.optim.warmup_cosine`, ...): the file you wrote says what it builds;
+- a name under a prefix you trust in *your own* config (`allow_targets` in
+  configs/train.yaml or on the command line; the stored config's own list is
+  never read, or a file could trust itself).
+
+Functions of those packages are none of these: `torchvision.datasets.utils.
+download_url` or `extract_archive`, `torch.save`, `torch.nn.functional.np.save`
+(numpy, reached through torch) are refused however they are spelled, and so
+are torchvision's dataset classes and model builders, whose arguments download
+(`download=True`, `weights=`). seedbed's machinery (`seedbed.runs`,
+`seedbed.tools`, ...) writes files wherever it is told: never a target from a file.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from seedbed.core.errors import SeedbedError
 
-# Module prefixes whose callables only build objects from their arguments.
-ALLOWED_PREFIXES = (
-    "seedbed.",
-    "torch.nn.",
-    "torch.optim.",
-    "torchvision.datasets.",
-    "torchvision.transforms.",
-    "torchvision.models.",
+# (where a class is defined, what it must be a subclass of): the kinds of component a config
+# read from a file may build. torchvision.transforms.transforms defines only transforms; its
+# oldest ones (Compose, ToTensor, Lambda, ...) are plain classes.
+COMPONENT_CLASSES = (
+    ("torch.nn", "torch.nn.Module"),
+    ("torch.optim", "torch.optim.Optimizer"),
+    ("torch.optim", "torch.optim.lr_scheduler.LRScheduler"),
+    ("torch.optim", "torch.optim.lr_scheduler.ReduceLROnPlateau"),
+    ("torchvision.transforms", "torch.nn.Module"),
+    ("torchvision.transforms.transforms", "builtins.object"),
+    ("torchvision.models", "torch.nn.Module"),
+    ("seedbed", "torch.nn.Module"),
 )
+# The packages those classes are reached through (torchvision.transforms.ToTensor is defined
+# in torchvision.transforms.transforms).
+COMPONENT_PACKAGES = (
+    "torch.nn",
+    "torch.optim",
+    "torchvision.transforms",
+    "torchvision.models",
+    "seedbed",
+)
+# Builders the README shows in configs that no packaged option names.
+DOCUMENTED_BUILDERS = ("seedbed.data.vision.to_float",)
 # seedbed's machinery writes files wherever it is told: never a target from a file.
 DENIED_PREFIXES = ("seedbed.runs.", "seedbed.tools.", "seedbed.train.", "seedbed.evaluate.")
 TARGET_KEYS = ("_target_",)
@@ -52,35 +86,88 @@ def user_prefixes() -> tuple[str, ...]:
     return tuple(str(prefix) for prefix in own)
 
 
+@functools.cache
+def configured_builders() -> frozenset[str]:
+    """Every `_target_` your own configs name: the options of `configs/<group>/` and the
+    schemas' defaults. Hydra's own settings (`hydra:` keys, `configs/hydra/`: launchers,
+    callbacks) are not components and are left out."""
+    from seedbed.config import CONFIG_DIR, GROUP_SCHEMAS
+
+    found: set[str] = set()
+    for path in sorted(CONFIG_DIR.rglob("*.yaml")):
+        if path.relative_to(CONFIG_DIR).parts[0] == "hydra":
+            continue
+        try:
+            config = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError):
+            continue  # a broken option is reported when a run composes it
+        found.update(str(target) for _, target in _walk(config, "", skip=("hydra",)) if target)
+    for schemas in GROUP_SCHEMAS.values():
+        for schema in schemas.values():
+            defaults = OmegaConf.to_container(OmegaConf.structured(schema))
+            found.update(str(target) for _, target in _walk(defaults, "") if target)
+    return frozenset(found | set(DOCUMENTED_BUILDERS))
+
+
 def _under(name: str, prefixes: Iterable[str]) -> bool:
     name = name + "."
     return any(name.startswith(p if p.endswith(".") else p + ".") for p in prefixes)
 
 
-def is_allowed(target: str, prefixes: Iterable[str]) -> bool:
-    """Whether `target` names, and resolves to, a callable defined under `prefixes`.
+def _locate(target: str) -> Any:
+    from hydra._internal.utils import _locate as locate
 
-    The name alone is not enough: `torch.nn.parallel.distributed.os.remove` starts with an
-    allowed prefix and is `os.remove`; the object found must be defined there too.
+    return locate(target)
+
+
+def is_component_class(target: str) -> bool:
+    """Whether `target` is a class of one of the `COMPONENT_CLASSES` kinds, defined there."""
+    if not _under(target, COMPONENT_PACKAGES):
+        return False  # nothing is imported for a name outside those packages
+    try:
+        found = _locate(target)
+    except Exception:  # noqa: BLE001 - not found is not allowed
+        return False
+    if not inspect.isclass(found):
+        return False
+    module = getattr(found, "__module__", None) or ""
+    return any(
+        _under(module, [where]) and issubclass(found, _locate(base))
+        for where, base in COMPONENT_CLASSES
+    )
+
+
+def is_allowed(target: str, prefixes: Iterable[str] = ()) -> bool:
+    """Whether a config read from a file may build `target`: a component class, a builder
+    your configs name, or a callable defined under one of `prefixes` (yours).
+
+    The name alone is not enough for a prefix: `mypkg.models.os.remove` starts with
+    `mypkg.models` and is `os.remove`; the object found must be defined there too.
     """
     if not target or not set(target) <= _NAME_CHARS or ".." in target:
         return False
     if any(part.startswith("_") for part in target.split(".")):
         return False  # private names and dunders (`__globals__`, `__builtins__`) lead anywhere
-    if not _under(target, prefixes) or _under(target, DENIED_PREFIXES):
+    if _under(target, DENIED_PREFIXES):
         return False
-    from hydra._internal.utils import _locate  # imports only modules under allowed prefixes
-
+    if target in configured_builders() or is_component_class(target):
+        return True
+    prefixes = tuple(prefixes)
+    if not _under(target, prefixes):
+        return False
     try:
-        found = _locate(target)
+        found = _locate(target)  # imports only modules under the user's own prefixes
     except Exception:  # noqa: BLE001 - not found is not allowed
         return False
+    if target in prefixes:
+        return callable(found)  # named itself: `mypkg.data.load_prices`
     module = getattr(found, "__module__", None) or ""
     return callable(found) and _under(module, prefixes) and not _under(module, DENIED_PREFIXES)
 
 
-def _walk(node: Any, key: str) -> Iterable[tuple[str, Any]]:
-    """(dotted key, target value) of every target in `node`, however deep."""
+def _walk(node: Any, key: str, skip: tuple[str, ...] = ()) -> Iterable[tuple[str, Any]]:
+    """(dotted key, target value) of every target in `node`, however deep (keys in `skip`
+    left out)."""
     if isinstance(node, (DictConfig, ListConfig)):
         node = OmegaConf.to_container(node, resolve=False)
     if isinstance(node, Mapping):
@@ -88,11 +175,18 @@ def _walk(node: Any, key: str) -> Iterable[tuple[str, Any]]:
             where = f"{key}.{name}" if key else str(name)
             if name in TARGET_KEYS:
                 yield where, value
-            else:
-                yield from _walk(value, where)
+            elif name not in skip:
+                yield from _walk(value, where, skip)
     elif isinstance(node, (list, tuple)):
         for index, value in enumerate(node):
-            yield from _walk(value, f"{key}[{index}]")
+            yield from _walk(value, f"{key}[{index}]", skip)
+
+
+ALLOWED = (
+    "component classes (torch.nn modules and losses, torch.optim optimizers and schedulers, "
+    "torchvision transforms and model classes, seedbed's modules), the builders your own "
+    "configs/ name, or names under a prefix you add to allow_targets in configs/train.yaml"
+)
 
 
 def check_targets(config: Any, source: str, extra: Iterable[str] = ()) -> None:
@@ -100,13 +194,12 @@ def check_targets(config: Any, source: str, extra: Iterable[str] = ()) -> None:
 
     `extra`: prefixes from this command's own config (never from `config` itself).
     """
-    prefixes = (*ALLOWED_PREFIXES, *user_prefixes(), *extra)
+    prefixes = (*user_prefixes(), *extra)
     for key, target in _walk(config, ""):
         if target is None:
             continue  # "no such part" (sched=none): nothing is built
         if not isinstance(target, str) or not is_allowed(target, prefixes):
             raise UntrustedTarget(
                 f"{source}: {key}={target!r} is refused: a config read from a file may only "
-                f"build {', '.join(p + '*' for p in ALLOWED_PREFIXES)} or a prefix you add to "
-                "allow_targets in configs/train.yaml"
+                f"build {ALLOWED}"
             )

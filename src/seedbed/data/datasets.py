@@ -28,8 +28,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Subset, get_worker_info
 
-from seedbed.data.arrays import DataSplits
 from seedbed.core.errors import SeedbedError
+from seedbed.data.arrays import DataSplits
 
 _MASK = (1 << 64) - 1
 _current_seed: int | None = None

@@ -17,10 +17,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
 
-from seedbed.data.arrays import ArrayDataset, DataSplits
 from seedbed.core.errors import ConfigError
 from seedbed.core.launchers import dataloader_context
 from seedbed.core.seeding import Seeds, child_seed
+from seedbed.data.arrays import ArrayDataset, DataSplits
 
 
 def epoch_permutation(seed: int, epoch: int, n: int) -> Tensor:

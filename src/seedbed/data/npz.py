@@ -7,16 +7,18 @@ present. Strings, 0-d arrays and NaN/inf are refused at load, naming the array.
 
 from __future__ import annotations
 
+import math
+import os
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from seedbed.core.errors import ConfigError
 from seedbed.data.arrays import ArrayDataset, DataSplits, as_tensors, build_augment, make_splits
 from seedbed.data.fingerprint import file_sha256
 from seedbed.data.normalize import Normalization, check_mode, scale_integers
-from seedbed.core.errors import ConfigError
 
 NPZ_ARRAYS = ("x", "y", "x_val", "y_val", "x_test", "y_test")
 
@@ -35,6 +37,13 @@ def _check_pair(path: str, x: np.ndarray, y: np.ndarray, x_name: str, y_name: st
             path,
             f"{allowed} are numeric arrays ({y_name}: {y.dtype}, shape {y.shape})",
         )
+    if np.iscomplexobj(x):  # the model takes real inputs: the imaginary part would be dropped
+        raise ConfigError(
+            "data.path",
+            path,
+            f"{allowed} are real: {x_name} is {x.dtype} (give its real and imaginary parts "
+            "as separate features)",
+        )
     if len(x) != len(y):
         raise ConfigError(
             "data.path",
@@ -44,6 +53,30 @@ def _check_pair(path: str, x: np.ndarray, y: np.ndarray, x_name: str, y_name: st
     for name, array in ((x_name, x), (y_name, y)):
         if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
             raise ConfigError("data.path", path, f"finite values in {name} (it holds NaN or inf)")
+
+
+def _check_declared_sizes(path: str, npz: Any, names: list[str]) -> None:
+    """Refuse arrays that declare more bytes than this machine's memory: a compressed member
+    of a few KB may unpack to terabytes, allocated before a byte is read."""
+    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    declared = 0
+    for name in names:
+        with npz.zip.open(f"{name}.npy") as member:
+            version = np.lib.format.read_magic(member)
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, _, dtype = read_header(member)
+        declared += math.prod(shape) * dtype.itemsize
+    if declared > memory:
+        raise ConfigError(
+            "data.path",
+            path,
+            f"an .npz whose arrays fit in memory (they declare {declared} bytes; this "
+            f"machine has {memory})",
+        )
 
 
 def npz_dataset(
@@ -73,7 +106,9 @@ def npz_dataset(
                 raise ConfigError(
                     "data.path", path, f"an .npz with arrays x and y (missing {', '.join(missing)})"
                 )
-            arrays = {name: npz[name] for name in NPZ_ARRAYS if name in npz.files}
+            present = [name for name in NPZ_ARRAYS if name in npz.files]
+            _check_declared_sizes(path, npz, present)
+            arrays = {name: npz[name] for name in present}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, AttributeError) as error:
         raise ConfigError(
             "data.path", path, f"a readable .npz file ({type(error).__name__}: {error})"

@@ -22,14 +22,16 @@ import torch
 from hydra.utils import instantiate
 from torch.utils.data import Dataset, Subset
 
+from seedbed.core.errors import ConfigError, SeedbedError
 from seedbed.data.arrays import DataSplits, split_indices
 from seedbed.data.datasets import KeyedDataset, check_transforms
-from seedbed.data.fingerprint import folder_fingerprint
-from seedbed.core.errors import ConfigError, SeedbedError
+from seedbed.data.fingerprint import check_data_files, folder_fingerprint
 
 MNIST_STATS = ([0.1307], [0.3081])
 CIFAR10_STATS = ([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616])
 IMAGENET_STATS = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+# An image file larger than this is refused before it is decoded (a photograph is a few MB).
+MAX_IMAGE_BYTES = 256 * 2**20
 
 
 def torchvision() -> Any:
@@ -111,8 +113,19 @@ def _splits(
         test = KeyedDataset(test_set, eval_tf, plain_transform=eval_tf)
     else:
         test = part(test_idx, eval_tf) if len(test_idx) else None
-    check_transforms(train, train_items, "data.train_transform")
-    shape = check_transforms(val, eval_items, "data.eval_transform").shape
+    for dataset, items, key in (
+        (train, train_items, "data.train_transform"),
+        (val, eval_items, "data.eval_transform"),
+    ):
+        x = check_transforms(dataset, items, key)
+        if not x.is_floating_point():  # the model's first layer takes floats
+            raise ConfigError(
+                key,
+                [type(item).__name__ for item in items],
+                f"transforms ending in a float image (they give {x.dtype}): add "
+                "{_target_: seedbed.data.vision.to_float} (ToDtype float32, scaled to [0, 1])",
+            )
+    shape = x.shape
     return DataSplits(train, val, tuple(shape), test=test, num_classes=num_classes)
 
 
@@ -127,6 +140,8 @@ def _official(name: str, root: str, download: bool, folder: str, how: str) -> tu
     """torchvision's `name` (MNIST, CIFAR10) train and test sets under `root`."""
     if not download:
         _check_root(root)
+    if (Path(root) / folder).is_dir():
+        check_data_files(Path(root) / folder)  # before torchvision reads a byte of it
     cls = getattr(torchvision().datasets, name)
     try:
         return cls(root, train=True, download=download), cls(root, train=False, download=False)
@@ -213,6 +228,7 @@ def image_folder(
     centre crop for evaluation, both to `image_size`, normalised with ImageNet's statistics."""
     path = _check_root(root)
     datasets = torchvision().datasets
+    check_data_files(path, MAX_IMAGE_BYTES, datasets.folder.IMG_EXTENSIONS)
     try:
         base = datasets.ImageFolder(str(path))
     except (FileNotFoundError, RuntimeError) as error:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import io
 import logging
 import os
@@ -25,23 +26,32 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from seedbed.config import CONFIG_DIR, register_configs, run_name
-from seedbed.core.distributed import launched_rank
+from seedbed.core.distributed import launched_rank, speak_only_as_rank_0
 from seedbed.core.errors import EXIT_USER_ERROR, ConfigError, SeedbedError, error_line
-from seedbed.core.files import refuse_links
-from seedbed.core.interrupts import TrainingInterrupted, exit_status
+from seedbed.core.files import refuse_unsafe_run_files
+from seedbed.core.interrupts import SweepInterrupted, TrainingInterrupted, exit_status
 from seedbed.core.lock import RunLock
+from seedbed.core.outside_hydra import without_hydra
 from seedbed.core.record import RUN_FILE, RunRecord, command_line
-from seedbed.runs.resume import restartable, run_dir_of
-from seedbed.runs.session import run_training
+from seedbed.runs.resume import restartable
+from seedbed.runs.session import check_resume, run_training
 
 log = logging.getLogger("seedbed")
 
+# A write the machine refused (a full disk or quota, a read-only or forbidden place), e.g.
+# while Hydra writes .hydra/: one line naming the file, not a traceback.
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
 # Filled by each Hydra job as it starts: an error raised before any did is a composition error.
 jobs_started: list[int] = []
+# The process that runs the command line: a sweep's jobs run in it one after another with
+# Hydra's basic launcher, in other processes with joblib or submitit.
+LAUNCHING_PID: list[int] = [0]
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
@@ -53,12 +63,18 @@ def main(cfg: DictConfig) -> float:
     run_dir = Path(hydra_config.runtime.output_dir)
     overrides = list(hydra_config.overrides.task)
     if launched_rank() != 0:
-        log.setLevel(logging.WARNING)  # one rank's progress lines are enough on the console
+        speak_only_as_rank_0(launched_rank())  # one console: rank 0's lines, others' warnings
         # Only rank 0 writes the run directory; the others record into a scratch one.
         with tempfile.TemporaryDirectory(prefix=f"seedbed-rank{launched_rank()}-") as scratch:
             final = run_training(cfg, Path(scratch), overrides)
         return final[cfg.task.monitor]
-    final = run_training(cfg, run_dir, overrides)
+    try:
+        final = run_training(cfg, run_dir, overrides)
+    except TrainingInterrupted as stopped:
+        if hydra_config.mode == RunMode.MULTIRUN and os.getpid() == LAUNCHING_PID[0]:
+            # Ctrl-C means "stop the sweep": the launcher must not start the next job.
+            raise SweepInterrupted(stopped.signum, str(stopped)) from stopped
+        raise
     # The run's own monitor: a resumed run's config is the saved one, not this command's.
     return final[RunRecord(run_dir).data["monitor"]["metric"]]
 
@@ -70,7 +86,7 @@ def _record_composition_failure(error: BaseException) -> Path | None:
         a in ("-m", "--multirun") or a.startswith(("--cfg", "-c", "--help", "-h")) for a in args
     ):
         return None
-    if any(a.startswith("resume.path=") for a in args):
+    if mentions_resume(args):
         return None  # the run being resumed keeps its record; no new directory
     run_dir = next(
         (Path(a.split("=", 1)[1]) for a in args if a.startswith("hydra.run.dir=")),
@@ -86,24 +102,21 @@ def _record_composition_failure(error: BaseException) -> Path | None:
 
 
 def expand_resume_shorthand(args: list[str]) -> list[str]:
-    """`resume=<path>` is short for `resume.path=<path>`, so `resume.force=true` fits beside it."""
-    return [f"resume.path={a[len('resume=') :]}" if a.startswith("resume=") else a for a in args]
-
-
-def missing_resume_path(args: list[str]) -> str | None:
-    """The message for a `resume.path` that does not exist, before Hydra makes any directory."""
-    if "-m" in args or "--multirun" in args:
-        return None
+    """`resume=<path>` is short for `resume.path=<path>` (`+`/`++` kept), so that
+    `resume.force=true` fits beside it."""
+    expanded = []
     for arg in args:
-        if arg.startswith("resume.path="):
-            path = arg.split("=", 1)[1]
-            if path.strip() in ("", "''", '""'):
-                error = ConfigError("resume.path", path, "a run directory or a checkpoint file")
-                return f"{error} (leave resume out for a new run)"
-            if path != "null" and not Path(path).exists():
-                error = ConfigError("resume.path", path, "a run directory or a checkpoint file")
-                return f"{error} (it does not exist)"
-    return None
+        plus = arg[: len(arg) - len(arg.lstrip("+"))]
+        if arg[len(plus) :].startswith("resume="):
+            arg = f"{plus}resume.path={arg[len(plus) + len('resume=') :]}"
+        expanded.append(arg)
+    return expanded
+
+
+def mentions_resume(args: list[str]) -> bool:
+    """Whether an override sets `resume` or a key under it, however it is spelled."""
+    keys = (arg.lstrip("+~").split("=", 1)[0] for arg in args if not arg.startswith("-"))
+    return any(key == "resume" or key.startswith("resume.") for key in keys)
 
 
 def multirun_under_torchrun(args: list[str]) -> str | None:
@@ -116,6 +129,21 @@ def multirun_under_torchrun(args: list[str]) -> str | None:
         "DDP jobs in a sweep: python train.py -m hydra/launcher=slurm "
         "hydra.launcher.tasks_per_node=<ranks> trainer.distributed=true ... (one rank per task)"
     )
+
+
+SLURM_MISSING = (
+    "hydra/launcher=slurm needs a SLURM cluster: srun and sbatch are not on PATH here "
+    "(start the sweep on the cluster's login node; hydra/launcher=submitit_local runs the "
+    "same jobs on this machine)"
+)
+
+
+def slurm_without_srun(args: list[str]) -> str | None:
+    """The message for a SLURM sweep started where SLURM is not, before anything is written."""
+    if not ({"-m", "--multirun"} & set(args)) or shutil.which("srun") is not None:
+        return None
+    chosen = [a.split("=", 1)[1] for a in args if a.lstrip("+~").startswith("hydra/launcher=")]
+    return SLURM_MISSING if chosen and chosen[-1] == "slurm" else None
 
 
 # Config groups that only mean something to a sweep: without -m Hydra would do one plain run.
@@ -162,26 +190,90 @@ def _print_sweep_end_after_a_failure() -> None:
 
 def check_run_dir_before_hydra(args: list[str]) -> None:
     """Refuse what would make Hydra itself write into a run directory it must not touch:
-    a linked train.log, a run another process writes, an old run taken for a new one."""
-    if "-m" in args or "--multirun" in args:
-        return
-    resume = next((a.split("=", 1)[1] for a in args if a.startswith("resume.path=")), "null")
-    if resume != "null":
-        run_dir = run_dir_of(resume)
-    else:
-        given = [a.split("=", 1)[1] for a in args if a.startswith("hydra.run.dir=")]
-        if not given:
-            return  # a fresh, unique directory
-        run_dir = Path(given[-1])
-        if (run_dir / RUN_FILE).exists() and not restartable(run_dir):
-            raise SeedbedError(
-                f"{run_dir} already holds a run ({RUN_FILE}): a new run needs a new "
-                f"directory; resume={run_dir} continues that one"
-            )
+    a linked train.log, a run another process writes, an old run taken for a new one.
+    Nothing is written here (not even a `.lock`): a refused command changes nothing."""
+    if "-m" in args or "--multirun" in args or mentions_resume(args):
+        return  # a resume: check_resume_before_hydra
+    given = [a.split("=", 1)[1] for a in args if a.lstrip("+").startswith("hydra.run.dir=")]
+    if not given:
+        return  # a fresh, unique directory
+    run_dir = Path(given[-1])
+    if (run_dir / RUN_FILE).exists() and not restartable(run_dir):
+        raise SeedbedError(
+            f"{run_dir} already holds a run ({RUN_FILE}): a new run needs a new "
+            f"directory; resume={run_dir} continues that one"
+        )
     if run_dir.is_dir():
-        refuse_links(run_dir)
-        with RunLock(run_dir):
-            pass  # refused now if another process writes it; the session takes it for good
+        refuse_unsafe_run_files(run_dir)
+        RunLock(run_dir).check_free()  # refused now if another process writes it
+
+
+# Hydra's flags that do not run the job (print the config, help, shell completion).
+NOT_RUNNING = ("--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion")
+
+
+def compose_command(args: list[str]) -> tuple[DictConfig, list[str]] | None:
+    """(the config `python train.py <args>` runs with, Hydra's node included; its overrides),
+    composed as Hydra's own run composes it (config dir, config name, overrides) but without
+    running anything or writing anywhere; None where Hydra itself would refuse the arguments
+    (it then says why, before it writes anything) or would not run a job."""
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path, get_args_parser
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    if any(arg.split("=", 1)[0] in NOT_RUNNING for arg in args):
+        return None
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # argparse's own complaint: Hydra's
+            parsed = get_args_parser().parse_args(args)
+        search_path = create_config_search_path(str(CONFIG_DIR))
+        if parsed.config_dir is not None:
+            extra = os.path.abspath(parsed.config_dir)
+            search_path.prepend(provider="command-line", path=f"file://{extra}")
+        hydra = Hydra.create_main_hydra2(task_name="train", config_search_path=search_path)
+        cfg = hydra.compose_config(
+            parsed.config_name or "train", parsed.overrides, run_mode=RunMode.RUN
+        )
+        return cfg, list(parsed.overrides)
+    except (SystemExit, Exception):  # noqa: BLE001 - Hydra's run reports it in one line
+        return None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def check_resume_before_hydra(args: list[str]) -> None:
+    """A resume, however `resume.path` is spelled (`resume=`, `resume.path=`, `++...`), is
+    checked in full before Hydra starts: Hydra writes `.hydra/` and adds to train.log in the
+    run directory before the job runs, and makes the directory itself, so a resume refused
+    in the job would change the run it refused (or make a folder where there was none)."""
+    if "-m" in args or "--multirun" in args or not mentions_resume(args):
+        return
+    composed = compose_command(args)
+    if composed is None:
+        return
+    cfg, overrides = composed
+    try:
+        path, run_dir = cfg.resume.path, Path(cfg.hydra.run.dir)
+    except OmegaConfBaseException:
+        return  # a value only Hydra's run can resolve: the job checks it
+    if path is None:
+        return
+    if str(path).strip() in ("", "''", '""'):
+        error = ConfigError("resume.path", path, "a run directory or a checkpoint file")
+        raise SeedbedError(f"{error} (leave resume out for a new run)")
+    if not Path(path).exists():
+        error = ConfigError("resume.path", path, "a run directory or a checkpoint file")
+        raise SeedbedError(f"{error} (it does not exist)")
+    RunLock(run_dir).check_free()  # another process writing it: refused first, as in the job
+    previous = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)  # the job logs what its own check finds
+    try:
+        check_resume(without_hydra(cfg), run_dir, overrides)
+    except OmegaConfBaseException as error:  # a value of the config to resume with
+        raise SeedbedError(error_line(error)) from error
+    finally:
+        logging.disable(previous)
 
 
 class _HoldHydraJobLine:
@@ -214,25 +306,28 @@ class _HoldHydraJobLine:
 def cli() -> None:
     """Run Hydra; an expected error becomes one line on stderr and exit status 2."""
     register_configs()
+    LAUNCHING_PID[0] = os.getpid()
     sys.argv[1:] = expand_resume_shorthand(sys.argv[1:])
     if (message := multirun_under_torchrun(sys.argv[1:])) is not None:
         print(f"error: {message}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     if launched_rank() != 0:
+        speak_only_as_rank_0(launched_rank())  # its errors too, prefixed with its rank
         # Every torchrun process would make its own Hydra run dir (each names it anew):
         # the ranks other than 0 log into a scratch one instead, removed when they exit.
         scratch = tempfile.mkdtemp(prefix=f"seedbed-rank{launched_rank()}-")
         atexit.register(shutil.rmtree, scratch, ignore_errors=True)
         sys.argv.append(f"hydra.run.dir={scratch}")
-    for check in (missing_resume_path, multirun_only_without_m):
+    for check in (multirun_only_without_m, slurm_without_srun):
         if (message := check(sys.argv[1:])) is not None:
             print(f"error: {message}", file=sys.stderr)
             sys.exit(EXIT_USER_ERROR)
     try:
         if launched_rank() == 0:  # the other ranks never write the run directory
             check_run_dir_before_hydra(sys.argv[1:])
+            check_resume_before_hydra(sys.argv[1:])
     except SeedbedError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {error_line(error)}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
         _print_help()
@@ -246,6 +341,11 @@ def cli() -> None:
     stderr = sys.stderr = _HoldHydraJobLine(sys.stderr)
     try:
         main()
+    except SweepInterrupted as stopped:
+        stderr.release(drop=True)
+        _print_sweep_end_after_a_failure()  # the summary of what finished
+        print(f"{stopped}\nthe sweep stopped: its later jobs were not started", file=sys.stderr)
+        sys.exit(exit_status(stopped.signum))
     except TrainingInterrupted as stopped:
         stderr.release(drop=True)
         print(str(stopped), file=sys.stderr)
@@ -264,6 +364,19 @@ def cli() -> None:
         run_dir = _record_composition_failure(error)
         where = f" (recorded in {run_dir / 'run.json'})" if run_dir else ""
         print(f"error: {error_line(error)}{where}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except RuntimeError as error:
+        if 'Could not detect "srun"' not in str(error):  # submitit's, the launcher chosen
+            raise  # in a config file rather than on the command line
+        stderr.release(drop=True)
+        print(f"error: {SLURM_MISSING}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except OSError as error:  # after Hydra's: a MissingConfigException is an OSError too
+        if error.errno not in DISK_ERRORS:
+            raise  # not the machine's disk: a bug, keep the traceback
+        stderr.release(drop=True)
+        where = f"{error.filename} cannot be written" if error.filename else "a write failed"
+        print(f"error: {where}: {error.strerror}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     finally:
         stderr.release(drop=False)

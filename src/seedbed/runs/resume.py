@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from seedbed.config import TrainConfig, flatten
 from seedbed.core.checkpoint import (
+    STEP_FILE,
     CheckpointError,
     load_checkpoint,
     point_link,
@@ -31,16 +32,18 @@ from seedbed.core.checkpoint import (
 )
 from seedbed.core.environment import ENVIRONMENT_FILE
 from seedbed.core.errors import ConfigError, SeedbedError
-from seedbed.core.files import open_nofollow
+from seedbed.core.files import open_nofollow, read_bounded
 from seedbed.core.interrupts import epoch_position
+from seedbed.core.received import check_received, without_downloads
 from seedbed.core.record import METRICS_FILE, RUN_FILE, read_json
-from seedbed.core.targets import check_targets
+from seedbed.runs.forced_resume import refuse_unapplied, refuse_unknown_optimizer_settings
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 # Keys that change how a run is logged, checkpointed or served, never its numbers.
-# trainer.log_every changes which loss records are written, not the weights.
+# trainer.log_every changes which loss records are written, not the weights; data.download
+# fetches the same checked files (a resume downloads only when its own command says so).
 SAFE_ON_RESUME = (
     "trainer.epochs",
     "trainer.log_every",
@@ -51,6 +54,7 @@ SAFE_ON_RESUME = (
     "loader.pin_memory",
     "loader.persistent_workers",
     "loader.prefetch_factor",
+    "data.download",
 )
 _ABSENT = "<absent>"
 
@@ -74,8 +78,8 @@ def checkpoint_candidates(run_dir: Path) -> list[Path]:
 def restartable(run_dir: Path) -> bool:
     """A run that was stopped before its step-0 checkpoint: nothing to resume, start again."""
     try:
-        status = json.loads((run_dir / RUN_FILE).read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
+        status = read_json(run_dir / RUN_FILE).get("status")
+    except SeedbedError:
         return False
     return status != "completed" and not checkpoint_candidates(run_dir)
 
@@ -139,6 +143,14 @@ def with_new_defaults(saved: dict[str, Any]) -> dict[str, Any]:
     return fill(copy.deepcopy(saved), schema)
 
 
+def given_keys(overrides: list[str] | None) -> set[str] | None:
+    """The keys (and groups) this command line sets, whatever the spelling (`key=`, `+key=`,
+    `++key=`); None for a programmatic call, whose whole config is the caller's."""
+    if overrides is None:
+        return None
+    return {o.key_or_group for o in OverridesParser.create().parse_overrides(overrides)}
+
+
 def resumed_config(
     saved: dict[str, Any], cfg: DictConfig, overrides: list[str] | None
 ) -> DictConfig:
@@ -148,7 +160,19 @@ def resumed_config(
     """
     if overrides is None:
         return cfg
-    effective = OmegaConf.create(saved)
+    effective = OmegaConf.create(without_downloads(saved))
+    # Where the run writes and what it sends is this command's: its loggers, never the file's.
+    effective.logger = OmegaConf.to_container(cfg.logger, resolve=True)
+    dropped = [
+        name for name, on in (saved.get("logger") or {}).items() if on and not cfg.logger.get(name)
+    ]
+    if dropped:
+        log.warning(
+            "the run logged to %s; this resume does not: loggers (and where they write) come "
+            "from the resume's own command (logger=%s to continue them)",
+            ", ".join(dropped),
+            f"[{','.join(dropped)}]" if len(dropped) > 1 else dropped[0],
+        )
     for override in OverridesParser.create().parse_overrides(overrides):
         key = override.key_or_group
         if key == "resume" or key.startswith(("resume.", "hydra.")):
@@ -247,7 +271,9 @@ def rewind_run_dir(run_dir: Path, checkpoint_path: Path, checkpoint: dict[str, A
             aside.parent.mkdir(exist_ok=True)
             os.replace(path, aside)
             done.discarded.append(path.name)
-    if source.parent == directory.resolve():
+    # A last.pt that is a file of its own (a copy that followed the links) is the checkpoint
+    # itself: pointing it at its own name would make a link to itself, and lose it.
+    if source.parent == directory.resolve() and source.name != "last.pt":
         point_link(directory / "last.pt", source.name)
     best = checkpoint.get("best")
     best_link = directory / "best.pt"
@@ -261,11 +287,12 @@ def rewind_run_dir(run_dir: Path, checkpoint_path: Path, checkpoint: dict[str, A
     size = metrics.stat().st_size if metrics.exists() else 0
     cut = offset  # drop what was logged after the checkpoint: it is redone
     if size < offset:
-        # Cut short (a damaged copy): keep the whole records, drop a half-written last one.
-        cut = metrics.read_bytes().rfind(b"\n") + 1
+        # Cut short (a damaged copy) or gone: keep the whole records, drop a half-written one.
+        cut = read_bounded(metrics, "metrics log").rfind(b"\n") + 1 if metrics.exists() else 0
+        held = f"holds {size} bytes, fewer than" if metrics.exists() else "is missing: lost"
         done.metrics_note = (
-            f"{METRICS_FILE} holds {size} bytes, fewer than the {offset} written before "
-            f"step {step}: earlier records are missing"
+            f"{METRICS_FILE} {held} the {offset} written before step {step}: earlier "
+            "records are missing"
         )
         log.warning(done.metrics_note)
     if size > cut:
@@ -287,7 +314,7 @@ def check_run_files(run_dir: Path, checkpoint: dict[str, Any]) -> None:
     metrics = run_dir / METRICS_FILE
     if not metrics.exists():
         return
-    kept = metrics.read_bytes()[: checkpoint.get("metrics_bytes", 0)]
+    kept = read_bounded(metrics, "metrics log")[: checkpoint.get("metrics_bytes", 0)]
     whole = kept[: kept.rfind(b"\n") + 1]
     for number, line in enumerate(whole.splitlines(), 1):
         try:
@@ -298,6 +325,24 @@ def check_run_files(run_dir: Path, checkpoint: dict[str, Any]) -> None:
                 f"{metrics} line {number} is damaged ({str(error).splitlines()[0]}): the "
                 "records before the checkpoint must be whole to continue the run"
             ) from None
+
+
+def check_positions(checkpoint: dict[str, Any], path: Path) -> None:
+    """The checkpoint's positions are what seedbed writes: the loop's counters, a metrics
+    offset, best.pt's step file by its name (never a path that leads elsewhere)."""
+    loop, best = checkpoint["loop"], checkpoint.get("best")
+    counters = [loop.get(key) for key in ("epoch", "batch", "step")]
+    offset = checkpoint.get("metrics_bytes", 0)
+    if not all(isinstance(value, int) and value >= 0 for value in [*counters, offset]):
+        raise CheckpointError(f"checkpoint {path} is refused: its loop position is damaged")
+    if best is not None and not (
+        isinstance(best, dict) and STEP_FILE.fullmatch(str(best.get("file")))
+    ):
+        named = best.get("file") if isinstance(best, dict) else best
+        raise CheckpointError(
+            f"checkpoint {path} is refused: best.file={named!r} is not a step file's name "
+            "(step_<step>.pt)"
+        )
 
 
 @dataclass
@@ -344,8 +389,9 @@ def plan_resume(
     saved = checkpoint.get("config")
     if not isinstance(saved, dict) or not isinstance(checkpoint.get("loop"), dict):
         raise CheckpointError(f"checkpoint {path} holds no run config or loop position")
-    # Before anything is built from it: the checkpoint may come from someone else.
-    check_targets(saved, f"checkpoint {path}", cfg.get("allow_targets") or ())
+    # Before anything is resolved or built from it: the checkpoint may come from someone else.
+    check_received(saved, f"checkpoint {path}", cfg.get("allow_targets") or ())
+    check_positions(checkpoint, path)
     if run_dir is not None:
         check_run_files(run_dir, checkpoint)
     saved = with_new_defaults(saved)
@@ -353,6 +399,10 @@ def plan_resume(
     validate(effective)
     changes = config_changes(saved, effective)
     check_changes(changes, effective)
+    if effective.resume.force:  # a forced change must be one the resumed run really makes
+        forced = {k: v for k, v in changes.items() if not is_safe_on_resume(k, effective)}
+        refuse_unapplied(forced, effective)
+        refuse_unknown_optimizer_settings(forced, effective)
     check_epochs(effective.trainer.epochs, checkpoint["loop"])
     if changes:
         log.warning(

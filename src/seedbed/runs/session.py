@@ -36,6 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from seedbed.config import validate
 from seedbed.core.checkpoint import Checkpointer, Stateful
+from seedbed.core.code_patch import patch_record
 from seedbed.core.determinism import set_determinism
 from seedbed.core.device import resolve_device
 from seedbed.core.distributed import (
@@ -48,8 +49,14 @@ from seedbed.core.distributed import (
     teardown_distributed,
 )
 from seedbed.core.environment import ENVIRONMENT_FILE, read_environment, write_environment
-from seedbed.core.errors import SeedbedError, error_line, refused_arguments, user_error
-from seedbed.core.files import refuse_links, remove_temporary_files
+from seedbed.core.errors import (
+    SeedbedError,
+    error_line,
+    refused_arguments,
+    refused_target,
+    user_error,
+)
+from seedbed.core.files import refuse_unsafe_run_files, remove_temporary_files
 from seedbed.core.interrupts import (
     GracefulStop,
     TrainingInterrupted,
@@ -61,6 +68,7 @@ from seedbed.core.lock import RunLock
 from seedbed.core.loggers import (
     AllLoggers,
     build_loggers,
+    check_log_dir,
     check_logger_packages,
     logger_record,
 )
@@ -75,14 +83,18 @@ from seedbed.core.record import (
     read_metrics,
     weights_sha256,
 )
+from seedbed.core.seeding import Seeds, capture_rng_states, restore_rng_states, seed_everything
+from seedbed.core.targets import _walk as walk_targets
+from seedbed.core.targets import is_allowed, user_prefixes
+from seedbed.runs.forced_resume import apply_settings, built_settings, rebuilds_schedule
 from seedbed.runs.resume import (
     CHECKPOINT_DIR,
     ResumePlan,
+    given_keys,
     plan_resume,
     restartable,
     rewind_run_dir,
 )
-from seedbed.core.seeding import Seeds, capture_rng_states, restore_rng_states, seed_everything
 
 log = logging.getLogger("seedbed")
 
@@ -137,29 +149,31 @@ class RunSession:
 
     def _plan(self) -> None:
         """Check the run directory, and plan a resume, before anything in it is written."""
-        if self.writes_run_dir:
-            refuse_links(self.run_dir)
-            for directory in (self.run_dir, self.run_dir / CHECKPOINT_DIR):
-                remove_temporary_files(directory)  # left by a write that was killed
         if self.cfg.resume.path is not None:
-            # Checked before run.json is touched: a refused resume leaves the run as it was.
-            run_dir = self.run_dir if self.writes_run_dir else None
-            self.plan = plan_resume(self.cfg, run_dir, self.overrides, validate)
+            # Checked before anything is touched: a refused resume leaves the run as it was.
+            self.plan = check_resume(self.cfg, self.run_dir, self.overrides, self.writes_run_dir)
             self.cfg = self.plan.config
-        elif self.writes_run_dir and (self.run_dir / RUN_FILE).exists():
-            if restartable(self.run_dir):
+        elif self.writes_run_dir:
+            refuse_unsafe_run_files(self.run_dir)
+            if (self.run_dir / RUN_FILE).exists():
+                if not restartable(self.run_dir):
+                    raise SeedbedError(
+                        f"{self.run_dir} already holds a run ({RUN_FILE}): a new run needs a "
+                        f"new directory; resume={self.run_dir} continues that one"
+                    )
                 log.warning("%s stopped before its first checkpoint: starting again", self.run_dir)
                 (self.run_dir / METRICS_FILE).unlink(missing_ok=True)
-                return
-            raise SeedbedError(
-                f"{self.run_dir} already holds a run ({RUN_FILE}): a new run needs a new "
-                f"directory; resume={self.run_dir} continues that one"
-            )
+        if self.writes_run_dir:
+            for directory in (self.run_dir, self.run_dir / CHECKPOINT_DIR):
+                remove_temporary_files(directory)  # left by a write that was killed
 
     def _open(self) -> None:
         cfg = self.cfg
         validate(cfg)
         check_logger_packages(cfg.logger)
+        check_log_dir(cfg.logger, self.run_dir, given_keys(self.overrides))
+        if self.plan is None and self.writes_run_dir and (warning := untrusted_targets(cfg)):
+            log.warning(warning)
         if self.plan is not None and self.writes_run_dir:
             rewound = rewind_run_dir(self.run_dir, self.plan.path, self.plan.checkpoint)
             self._recording = True  # from here on, the resumed run's status is this process's
@@ -198,7 +212,8 @@ class RunSession:
         # of where it started (run.json's `resumes` history says when it was resumed).
         if self.plan is None:
             environment = write_environment(self.run_dir)
-            self.record.update(environment=ENVIRONMENT_FILE)
+            git = environment.get("git", {})
+            self.record.update(environment=ENVIRONMENT_FILE, code_patch=patch_record(git))
         else:
             environment = read_environment(self.run_dir)
         self.jsonl = MetricsLog(self.run_dir / METRICS_FILE)
@@ -262,7 +277,14 @@ class RunSession:
         )
         if self.plan is not None:
             saved = self.plan.checkpoint
+            # What the new config built, before the checkpoint replaces it: a forced change of
+            # the optimizer's settings or the schedule is applied on top of the restored state.
+            optimizer, scheduler = parts.get("optimizer"), parts.get("scheduler")
+            reapply = self.cfg.resume.force and rebuilds_schedule(self.plan.changes)
+            built = built_settings(optimizer, scheduler) if reapply and optimizer else None
             self.checkpoints.restore(saved)
+            if built is not None:
+                apply_settings(built, optimizer, scheduler, saved["loop"]["step"])
             rng = (
                 saved["rng"]
                 if saved.get("rng_ranks") is None
@@ -336,7 +358,9 @@ class RunSession:
                 )
                 if (mine := user_error(error)) is not None and mine is not error:
                     raise mine from error  # e.g. a ConfigError raised inside instantiate
-                if isinstance(error, InstantiationException) and refused_arguments(error.__cause__):
+                if isinstance(error, InstantiationException) and (
+                    refused_arguments(error.__cause__) or refused_target(error)
+                ):
                     raise SeedbedError(message) from error  # a component refused its arguments
                 if isinstance(error, OmegaConfBaseException):
                     raise SeedbedError(message) from error  # a config value we could not read
@@ -346,6 +370,48 @@ class RunSession:
                 self.metrics = None
             teardown_distributed()
             self._lock.release()
+
+
+def check_resume(
+    cfg: DictConfig, run_dir: Path, overrides: list[str] | None, writes_run_dir: bool = True
+) -> ResumePlan:
+    """Everything that can refuse a resume, checked before anything is written: the run
+    directory's files, its checkpoint and the config read from it, the config to resume
+    with, the loggers. The command line calls it before Hydra starts (which writes .hydra/
+    and train.log into the run directory), the session again once it holds the lock.
+
+    `writes_run_dir` is false on a DDP rank other than 0: it reads the checkpoint, rank 0
+    checks the run directory."""
+    if writes_run_dir:
+        refuse_unsafe_run_files(run_dir)
+    plan = plan_resume(cfg, run_dir if writes_run_dir else None, overrides, validate)
+    check_logger_packages(plan.config.logger)
+    check_log_dir(plan.config.logger, run_dir, given_keys(overrides))
+    return plan
+
+
+def untrusted_targets(cfg: DictConfig) -> str | None:
+    """A warning when the run builds a `_target_` that files read back from it (by eval.py,
+    resume=, verify --against) are refused unless the reader trusts it: a model of the user's
+    own package, say. None when every target is on seedbed's allow-list or the user's own
+    (configs/train.yaml), which those readers take."""
+    trusted = user_prefixes()
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    outside = {
+        key: target
+        for key, target in walk_targets(plain, "")
+        if isinstance(target, str) and not is_allowed(target, trusted)
+    }
+    if not outside:
+        return None
+    modules = sorted({target.rpartition(".")[0] or target for target in outside.values()})
+    listed = ", ".join(f"{key}={target!r}" for key, target in outside.items())
+    return (
+        f"{listed}: outside the targets seedbed builds from files it reads; eval.py and "
+        f"resume= of this run will need allow_targets=[{','.join(modules)}], verify --against "
+        f"{' '.join('--allow-targets ' + m for m in modules)} (or set allow_targets in "
+        "configs/train.yaml)"
+    )
 
 
 def seed_line(cfg: DictConfig) -> str:

@@ -11,22 +11,31 @@ number is compared bit for bit: "close" is not "identical".
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
+import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from seedbed.config import flatten
 from seedbed.core.checkpoint import load_checkpoint
 from seedbed.core.environment import read_environment
 from seedbed.core.errors import EXIT_USER_ERROR, SeedbedError
-from seedbed.core.record import CONFIG_FILE, METRICS_FILE, RUN_FILE, read_json, read_metrics
+from seedbed.core.files import read_bounded
+from seedbed.core.record import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    RUN_FILE,
+    read_json,
+    read_metrics,
+    read_yaml,
+    tensor_bytes,
+)
+from seedbed.tools.arguments import OneLineParser
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
 EXIT_DIFFERENT = 1
@@ -53,7 +62,7 @@ LIKELY_CAUSES = (
 def check_run_dir(path: str | Path) -> Path:
     """The run directory, or a one-line error naming it and what a run directory holds."""
     run_dir = Path(path)
-    if not (run_dir / RUN_FILE).is_file():
+    if not (run_dir / RUN_FILE).exists():  # one that is not a regular file is named when read
         what = "does not exist" if not run_dir.exists() else f"has no {RUN_FILE}"
         raise SeedbedError(
             f"{run_dir} {what}: expected a run directory (outputs/train/<run>) "
@@ -81,13 +90,9 @@ def mapping_difference(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, 
 
 def read_config(run_dir: Path) -> dict[str, Any]:
     path = run_dir / CONFIG_FILE
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return {}
-    try:
-        config = yaml.safe_load(path.read_text()) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise SeedbedError(f"{path} is damaged or unreadable: {first}") from None
+    config = read_yaml(path) or {}
     if not isinstance(config, dict):
         raise SeedbedError(f"{path} is damaged: it holds {type(config).__name__}, not a config")
     return config
@@ -121,11 +126,12 @@ def metrics_divergence(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict
     return None
 
 
-def _bytes_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
-    a, b = a.detach().cpu().contiguous(), b.detach().cpu().contiguous()
+def _bytes_equal(a: Any, b: Any) -> bool:
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
+        return type(a) is type(b) and repr(a) == repr(b)  # a module's extra state
     if a.dtype != b.dtype or a.shape != b.shape:
         return False
-    return a.numel() == 0 or torch.equal(a.view(torch.uint8), b.view(torch.uint8))
+    return torch.equal(tensor_bytes(a), tensor_bytes(b))
 
 
 def weights_difference(
@@ -138,6 +144,9 @@ def weights_difference(
             differences.append({"name": name, "reason": f"only in {'a' if name in a else 'b'}"})
         elif not _bytes_equal(a[name], b[name]):
             ta, tb = a[name], b[name]
+            if not isinstance(ta, torch.Tensor) or not isinstance(tb, torch.Tensor):
+                differences.append({"name": name, "reason": f"{ta!r} vs {tb!r}"})
+                continue
             if ta.shape != tb.shape:
                 reason = f"shape {tuple(ta.shape)} vs {tuple(tb.shape)}"
                 differences.append({"name": name, "reason": reason})
@@ -156,7 +165,7 @@ def weights_difference(
 
 def _model_state(run_dir: Path) -> dict[str, torch.Tensor] | None:
     path = run_dir / CHECKPOINT
-    return load_checkpoint(path)["model"] if path.is_file() else None
+    return load_checkpoint(path)["model"] if os.path.lexists(path) else None
 
 
 def _field(run: Mapping[str, Any], env: Mapping[str, Any], key: str) -> Any:
@@ -219,7 +228,9 @@ def data_changes(data_a: Mapping[str, Any], data_b: Mapping[str, Any]) -> list[s
 
 def _read_patch(run_dir: Path) -> str | None:
     path = run_dir / "code.patch"
-    return path.read_text() if path.exists() else None
+    if not path.exists() and not path.is_symlink():
+        return None
+    return read_bounded(path, "text file").decode(errors="replace")
 
 
 def compare_runs(a: str | Path, b: str | Path) -> dict[str, Any]:
@@ -373,7 +384,7 @@ def format_report(report: Mapping[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m seedbed.tools.compare",
         description="Compare two run directories: config, environment, metrics, weights.",
     )

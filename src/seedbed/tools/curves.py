@@ -12,6 +12,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from seedbed.core.errors import SeedbedError
 from seedbed.core.files import atomic_write
 from seedbed.core.record import METRICS_FILE, read_metrics
 
@@ -80,12 +81,18 @@ def plot_curves(sweep_dir: Path, run_dirs: list[str], path: Path, band: bool = T
         return "skipped: matplotlib is not installed (pip install 'seedbed[plot]')"
     if not run_dirs:
         return "skipped: no completed run"
-    curves = {name: read_curves(sweep_dir / name) for name in run_dirs}
+    curves, left_out = {}, []
+    for name in run_dirs:
+        try:
+            curves[name] = read_curves(sweep_dir / name)
+        except SeedbedError as error:  # a damaged or refused metrics.jsonl: the others drawn
+            left_out.append(str(error))
+    note = f" (left out: {'; '.join(left_out)})" if left_out else ""
     if not any(curves.values()):
-        return "skipped: no validation records"
+        return f"skipped: no validation records{note}"
     import matplotlib.pyplot as plt
 
     figure = curves_figure(curves, band)
     atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=100))
     plt.close(figure)
-    return CURVES_PNG
+    return f"{CURVES_PNG}{note}"

@@ -20,6 +20,8 @@ import fcntl
 import json
 import logging
 import math
+import os
+import stat
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -34,8 +36,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from seedbed.core.errors import EXIT_USER_ERROR, SeedbedError
-from seedbed.core.files import atomic_write
-from seedbed.core.record import CONFIG_FILE, RUN_FILE, read_json
+from seedbed.core.files import atomic_write, file_kind
+from seedbed.core.record import CONFIG_FILE, RUN_FILE, read_json, read_yaml
 from seedbed.tools.curves import CURVES_PNG, plot_curves
 from seedbed.tools.stats import describe, t_quantile  # noqa: F401 (tests import t_quantile)
 
@@ -48,7 +50,7 @@ SUMMARY_MD = "summary.md"
 def _job_dirs(sweep_dir: Path) -> list[Path]:
     """The sweep's job directories (Hydra's subdirs: 0, 1, ...), in job order."""
     dirs = [p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    dirs = [p for p in dirs if (p / RUN_FILE).exists() or (p / ".hydra").exists()]
+    dirs = [p for p in dirs if os.path.lexists(p / RUN_FILE) or (p / ".hydra").exists()]
     return sorted(dirs, key=lambda p: (int(p.name) if p.name.isdigit() else math.inf, p.name))
 
 
@@ -69,8 +71,11 @@ def _read_job(job_dir: Path) -> dict[str, Any]:
 
 def _read_job_files(job_dir: Path) -> dict[str, Any]:
     overrides_file = job_dir / ".hydra" / "overrides.yaml"
-    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
-    if not (job_dir / RUN_FILE).exists():
+    # The job's command-line overrides as Hydra recorded them: shown as text, never resolved.
+    overrides = read_yaml(overrides_file) if os.path.lexists(overrides_file) else []
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        raise SeedbedError(f"{overrides_file} is damaged: expected a list of overrides")
+    if not os.path.lexists(job_dir / RUN_FILE):
         return {
             "run_dir": job_dir.name,
             "status": "failed",
@@ -80,7 +85,7 @@ def _read_job_files(job_dir: Path) -> dict[str, Any]:
     record = read_json(job_dir / RUN_FILE)
     seed = (record.get("seeds") or {}).get("seed")
     if seed is None and (job_dir / CONFIG_FILE).exists():  # failed before seeding: as configured
-        config = yaml.safe_load((job_dir / CONFIG_FILE).read_text())
+        config = read_yaml(job_dir / CONFIG_FILE)
         seed = config.get("seed") if isinstance(config, dict) else None
     return {
         "run_dir": job_dir.name,
@@ -99,6 +104,20 @@ def _parameters(overrides: list[str]) -> tuple[str, ...]:
     return tuple(sorted(o for o in overrides if not o.lstrip("+~").startswith("seed=")))
 
 
+# Final "metrics" that count what was done (epochs run, optimizer steps): shown as the counts
+# they are, not as statistics with an interval.
+COUNTS = ("epochs", "steps")
+
+
+def _counts(jobs: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """{count: its distinct values over `jobs`}, e.g. {"epochs": [5], "steps": [45]}."""
+    found = {
+        name: sorted({j["final_metrics"][name] for j in jobs if name in j["final_metrics"]})
+        for name in COUNTS
+    }
+    return {name: values for name, values in found.items() if values}
+
+
 def _group(params: tuple[str, ...], jobs: list[dict[str, Any]], names: list[str]) -> dict:
     seeds = [j["seed"] for j in jobs]
     # A confidence interval says how the mean varies with the seed: only over distinct seeds
@@ -114,6 +133,7 @@ def _group(params: tuple[str, ...], jobs: list[dict[str, Any]], names: list[str]
         "runs": [j["run_dir"] for j in jobs],
         "seeds": seeds,
         "metrics": metrics,
+        "counts": _counts(jobs),
     }
 
 
@@ -139,7 +159,12 @@ def build_summary(sweep_dir: Path) -> dict[str, Any]:
     completed = [j for j in jobs if j["status"] == "completed"]
     monitor = next((j["monitor"] for j in completed if j.get("monitor")), None)
     names = sorted(
-        {k for j in completed for k, v in j["final_metrics"].items() if isinstance(v, int | float)}
+        {
+            k
+            for j in completed
+            for k, v in j["final_metrics"].items()
+            if isinstance(v, int | float) and k not in COUNTS
+        }
     )
     if monitor is not None and monitor["metric"] in names:  # the headline comes first
         names.insert(0, names.pop(names.index(monitor["metric"])))
@@ -200,10 +225,19 @@ def summary_table(summary: dict[str, Any]) -> str:
         for name, s in group["metrics"].items():
             spread = f"{_fmt(s['mean'])} ± {_fmt(s['std'])}"
             lines.append(f"  {name:<{width}}  {s['n']:>3}  {spread:<25}  {_ci(s)}")
+        if group.get("counts"):
+            lines.append(f"  {_counts_text(group['counts'])}")
     if summary["failed"]:
         lines += ["", f"failed jobs ({len(summary['failed'])}):"]
         lines += [f"  {f['run_dir']} (seed {f['seed']}): {f['error']}" for f in summary["failed"]]
     return "\n".join(lines)
+
+
+def _counts_text(counts: dict[str, list[Any]]) -> str:
+    """`epochs 5, steps 45` (`epochs 3 or 5` where the runs differ)."""
+    return ", ".join(
+        f"{name} {' or '.join(str(v) for v in values)}" for name, values in counts.items()
+    )
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:
@@ -235,6 +269,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
                 f"| {name} | {s['n']} | {_fmt(s['mean'])} | {_fmt(s['std'])} | {_fmt(s['min'])} "
                 f"| {_fmt(s['max'])} | {_ci(s)} |"
             )
+        if group.get("counts"):
+            lines += ["", f"Each run: {_counts_text(group['counts'])}."]
     lines += ["", "## Runs", "", "| run dir | seed | status | overrides |", "|---|---|---|---|"]
     for run in summary["runs"]:
         overrides = " ".join(run["overrides"])
@@ -249,12 +285,21 @@ def summary_markdown(summary: dict[str, Any]) -> str:
 @contextmanager
 def _sweep_lock(sweep_dir: Path) -> Iterator[None]:
     # Parallel jobs finish at the same time: the last writer must also be the last reader.
-    with (sweep_dir / ".summary.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    path = sweep_dir / ".summary.lock"
+    try:  # a FIFO in its place (a received sweep) must not hang the open
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    except OSError as error:
+        raise SeedbedError(f"{path} cannot be opened: {error.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise SeedbedError(f"{path} is refused: it is {file_kind(os.fstat(fd).st_mode)}")
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 PLOT_AT_END = "drawn when the sweep ends (or now by: python -m seedbed.tools.summarize <sweep dir>)"
@@ -326,17 +371,33 @@ def _summarise_quietly(
         return None
 
 
+def not_a_sweep(path: Path) -> str | None:
+    """Why `path` is not a sweep directory (nothing to summarise, nothing to write), or None."""
+    if (path / RUN_FILE).is_file():
+        return "it is a run directory (python -m seedbed.tools.compare <run> <run> compares runs)"
+    if not _job_dirs(path):
+        return "it holds no job directories (0/, 1/, ... with run.json or .hydra/)"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 1 or not Path(args[0]).is_dir():
-        given = args[0] if args else None
+    given = args[0] if args else None
+    why = None if len(args) == 1 and Path(args[0]).is_dir() else "an existing sweep directory"
+    if why is None and (reason := not_a_sweep(Path(args[0]))) is not None:
+        why = f"a sweep directory: {reason}"
+    if why is not None:
         print(
-            f"error: sweep_dir={given!r} is not allowed: an existing sweep directory "
+            f"error: sweep_dir={given!r} is not allowed: {why} "
             "(usage: python -m seedbed.tools.summarize multirun/<sweep>)",
             file=sys.stderr,
         )
         sys.exit(EXIT_USER_ERROR)
-    summary = write_summary(args[0])
+    try:
+        summary = write_summary(args[0])
+    except SeedbedError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
     print(f"{summary_table(summary)}\n\nwrote {Path(args[0]) / SUMMARY_JSON}, {SUMMARY_MD}")
 
 

@@ -14,19 +14,20 @@ the differing tensors and the likely causes; 2 when a run could not be made.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
 
 from seedbed.config import CONFIG_DIR, run_name
 from seedbed.core.errors import EXIT_USER_ERROR, SeedbedError
-from seedbed.core.record import CONFIG_FILE, RUN_FILE, read_json
-from seedbed.core.targets import check_targets
+from seedbed.core.received import check_received, without_downloads
+from seedbed.core.record import CONFIG_FILE, RUN_FILE, read_json, read_yaml
+from seedbed.tools.arguments import OneLineParser
 from seedbed.tools.compare import (
     EXIT_DIFFERENT,
     check_run_dir,
@@ -46,8 +47,9 @@ RERUN_HEADER = {
 
 def train_command(run_dir: Path, overrides: list[str], flags: list[str]) -> list[str]:
     """`python train.py <flags> hydra.run.dir=<run_dir> <overrides>`: Hydra wants flags first."""
-    # Installed without its checkout: the same entry point, by import.
-    entry = [str(TRAIN_SCRIPT)] if TRAIN_SCRIPT.is_file() else ["-m", "seedbed"]
+    # Installed without its checkout: the same entry point, by import; -P keeps the working
+    # directory (a recorded run's, see recorded_cwd) off the import path.
+    entry = [str(TRAIN_SCRIPT)] if TRAIN_SCRIPT.is_file() else ["-P", "-m", "seedbed"]
     return [sys.executable, *entry, *flags, f"hydra.run.dir={run_dir}", *overrides]
 
 
@@ -84,13 +86,10 @@ def run_training(
         raise SeedbedError(f"the run in {run_dir} failed: {last.removeprefix('error: ')}")
 
 
-def rerun_config(recorded: Path, where: Path) -> list[str]:
-    """Arguments that make train.py compose exactly the recorded, resolved config."""
-    try:
-        config = yaml.safe_load((recorded / CONFIG_FILE).read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise SeedbedError(f"{recorded / CONFIG_FILE} cannot be read: {first}") from None
+def rerun_config(recorded: Path, where: Path, allow_targets: Sequence[str] = ()) -> list[str]:
+    """Arguments that make train.py compose exactly the recorded, resolved config.
+    `allow_targets`: module prefixes trusted as `_target_` beyond seedbed's list."""
+    config = read_yaml(recorded / CONFIG_FILE)
     if not isinstance(config, dict) or "seed" not in config:
         raise SeedbedError(
             f"{recorded / CONFIG_FILE} is not a resolved run config: "
@@ -100,7 +99,11 @@ def rerun_config(recorded: Path, where: Path) -> list[str]:
     for key in ("hydra", "defaults"):
         if key in config:
             raise SeedbedError(f"{recorded / CONFIG_FILE}: key {key!r} is refused in a run config")
-    check_targets(config, str(recorded / CONFIG_FILE))
+    check_received(config, str(recorded / CONFIG_FILE), allow_targets)
+    # A rerun is a check, not a new tracked run: it logs to its own metrics.jsonl only, and
+    # fetches nothing (the recorded loggers and downloads are the sender's choice).
+    config = without_downloads(config)
+    config["logger"] = {"tensorboard": None, "mlflow": None}
     # A relative data path that does not resolve from here: the absolute one run.json recorded.
     recorded_data = read_json(recorded / RUN_FILE).get("data") or {}
     for key, absolute in (recorded_data.get("paths") or {}).items():
@@ -118,12 +121,19 @@ def recorded_cwd(recorded: Path) -> Path | None:
     """The directory the run was started in (Hydra's record of it), where relative paths in
     its config (e.g. `data.path`) mean what they meant; None when unknown or gone."""
     hydra_record = recorded / ".hydra" / "hydra.yaml"
-    if not hydra_record.is_file():
+    if not os.path.lexists(hydra_record):
         return None
+    # Hydra's own record: kept unresolved (it holds `${...}` in every run), never resolved
+    # here; only a plain path is taken from it.
     try:
-        cwd = yaml.safe_load(hydra_record.read_text())["hydra"]["runtime"]["cwd"]
-    except (yaml.YAMLError, KeyError, TypeError):
+        cwd = read_yaml(hydra_record)["hydra"]["runtime"]["cwd"]
+    except (KeyError, TypeError):
         return None
+    if not isinstance(cwd, str) or "${" in cwd:
+        raise SeedbedError(
+            f"{hydra_record}: hydra.runtime.cwd={cwd!r} is refused: a plain path (the "
+            "directory the run was started in), never resolved from a received file"
+        )
     return Path(cwd) if cwd and Path(cwd).is_dir() else None
 
 
@@ -132,10 +142,16 @@ def verify(
     *,
     against: str | None = None,
     vary: list[str] | None = None,
+    allow_targets: Sequence[str] = (),
     out: Path | None = None,
 ) -> dict:
     """Make the runs, compare them; return compare's report."""
     out = out or Path("outputs") / "verify" / run_name()
+    if (out / RUN_FILE).exists() or (out / ".hydra").is_dir():
+        raise SeedbedError(
+            f"--out {out} is a run directory: verify writes its runs (first/, second/ or "
+            "rerun/) into a new directory, or one it made before"
+        )
     if against is not None:
         recorded = check_run_dir(against)
         if overrides:
@@ -143,10 +159,21 @@ def verify(
                 f"overrides {' '.join(overrides)} with --against: not allowed, the rerun uses "
                 "the recorded config as it is"
             )
+        forced = [r for r in read_json(recorded / RUN_FILE).get("resumes") or [] if r.get("forced")]
+        if any(r.get("changes") for r in forced):
+            first = next(r for r in forced if r.get("changes"))
+            changes = ", ".join(
+                f"{k}: {old!r} -> {new!r}" for k, (old, new) in first["changes"].items()
+            )
+            raise SeedbedError(
+                f"--against {recorded}: it was resumed with forced changes ({changes} at step "
+                f"{first.get('step')}), so no one config reproduces it: a rerun of its "
+                "config.yaml cannot match"
+            )
         # Absolute: the rerun starts where the recorded run did, wherever verify is run from.
         recorded, out = recorded.resolve(), out.resolve()
         rerun = out / "rerun"
-        flags = rerun_config(recorded, out / "config")
+        flags = rerun_config(recorded, out / "config", allow_targets)
         run_training(
             rerun, vary or [], flags=flags, cwd=recorded_cwd(recorded), label=f"rerun of {recorded}"
         )
@@ -158,7 +185,7 @@ def verify(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m seedbed.tools.verify",
         description="Run a config twice in fresh processes (or rerun a recorded run) and "
         "compare the loss series and final weights bit for bit.",
@@ -176,9 +203,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, help="where the runs go (default outputs/verify/<name>)"
     )
+    parser.add_argument(
+        "--allow-targets",
+        metavar="PREFIX",
+        action="append",
+        default=[],
+        help="with --against: a module prefix trusted as _target_ in the recorded config "
+        "(a model of your own package, e.g. mypkg.models)",
+    )
     args = parser.parse_args(argv)
     try:
-        report = verify(args.overrides, against=args.against, vary=args.vary, out=args.out)
+        report = verify(
+            args.overrides,
+            against=args.against,
+            vary=args.vary,
+            out=args.out,
+            allow_targets=args.allow_targets,
+        )
     except SeedbedError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
