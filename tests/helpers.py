@@ -15,12 +15,19 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-from seedbed.config import CONFIG_DIR, register_configs
+from seedbed.config import register_configs
+from seedbed.core.paths import use_project
 from seedbed.runs.cli import cli
 from seedbed.runs.session import run_training
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAIN = str(ROOT / "train.py")
+# The library's tests run in the clone's example project (what `seedbed new example` renders):
+# its train.py and eval.py, its configs first on the search path, seedbed's after them.
+PROJECT = ROOT / "example"
+PROJECT_CONFIGS = PROJECT / "configs"
+TRAIN = str(PROJECT / "train.py")
+EVAL = str(PROJECT / "eval.py")
+use_project(PROJECT_CONFIGS)  # what the tests' in-process runs trust: the example's configs
 # Small enough for a test, large enough to have several epochs, batches and log records.
 SMALL = ["data.n_samples=576", "trainer.epochs=2", "trainer.log_every=4", "loader.batch_size=32"]
 # Smaller, where a test runs several trainings (sweeps, DDP): 2 epochs of 9 batches; split
@@ -93,7 +100,7 @@ def run_cli(run_dir: Path | None, *overrides: str) -> tuple[int, str, str]:
     sys.stdout, sys.stderr = io.StringIO(), io.StringIO()
     code = 0
     try:
-        cli()
+        cli(PROJECT_CONFIGS)
     except SystemExit as exit:
         code = exit.code if isinstance(exit.code, int) else 1
     finally:
@@ -110,7 +117,7 @@ def read_run(run_dir: Path) -> dict:
 def compose_config(*overrides: str) -> DictConfig:
     """The config `python train.py <overrides>` would get, without starting a run."""
     register_configs()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(PROJECT_CONFIGS), version_base="1.3"):
         return compose(config_name="train", overrides=list(overrides))
 
 

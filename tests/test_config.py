@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import torch
 from data_files import make_cifar10, make_image_folder, make_mnist
-from helpers import ROOT, compose_config, read_run, run_cli, run_train, train_in_process
+from helpers import PROJECT_CONFIGS, compose_config, read_run, run_cli, run_train, train_in_process
 from hydra.utils import instantiate
 
 from seedbed.config import validate
+from seedbed.core.paths import LIBRARY_CONFIGS
 from seedbed.init import init_weights
 from seedbed.optim import build_optimizer, build_scheduler
-from seedbed.train import build_task
+from seedbed.task import build_task
 
 GROUPS = [
     "task",
@@ -29,7 +30,9 @@ GROUPS = [
 
 
 def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (ROOT / "configs" / group).glob("*.yaml"))
+    """The group's options: seedbed's and the example project's own."""
+    found = {p.stem for d in (LIBRARY_CONFIGS, PROJECT_CONFIGS) for p in (d / group).glob("*.yaml")}
+    return sorted(found)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 import torch
 from data_files import make_cifar10, make_mnist
 from helpers import (
-    ROOT,
+    EVAL,
     compose_config,
     read_run,
     run_cli,
@@ -189,6 +189,6 @@ def test_eval_finds_a_relative_data_path_from_any_directory(tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     checkpoint = work / "run" / "checkpoints" / "last.pt"
-    result = run_python(str(ROOT / "eval.py"), f"ckpt={checkpoint}", cwd=elsewhere, check=False)
+    result = run_python(EVAL, f"ckpt={checkpoint}", cwd=elsewhere, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((work / "run" / "eval_val.json").read_text())["samples"] == 16

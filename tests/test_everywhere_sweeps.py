@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, read_run, run_multirun, run_python, run_train
+from helpers import TRAIN, read_run, run_multirun, run_python, run_train
 
 from seedbed.core.launchers import available_cores
 
@@ -86,7 +86,7 @@ def test_a_machine_with_fewer_cores_gives_the_same_weights(alone, tmp_path):
     one_core = sorted(os.sched_getaffinity(0))[:1]
     run_dir = tmp_path / "one_core"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run_dir}", "seed=0", *CASE],
+        [sys.executable, TRAIN, f"hydra.run.dir={run_dir}", "seed=0", *CASE],
         cwd=tmp_path,
         capture_output=True,
         text=True,

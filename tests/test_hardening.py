@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ROOT, read_run, run_cli, run_git, train_in_process
+from helpers import TRAIN, read_run, run_cli, run_git, train_in_process
 from hydra.utils import instantiate
 from test_bad_inputs import TINY, _in_process, _only_checkpoint
 
@@ -267,7 +267,7 @@ def test_a_sweep_survives_a_bad_job(launcher, tmp_path):
     result = subprocess.run(
         [
             sys.executable,
-            str(ROOT / "train.py"),
+            TRAIN,
             "-m",
             f"hydra.sweep.dir={sweep}",
             f"hydra/launcher={launcher}",

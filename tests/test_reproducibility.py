@@ -13,7 +13,7 @@ from seedbed.data.arrays import sample_rng
 from seedbed.data.loader import build_batches
 from seedbed.init import init_weights
 from seedbed.runs.session import run_training as train
-from seedbed.train import build_task
+from seedbed.task import build_task
 
 
 def batches_of(cfg, epochs: int = 2) -> list[tuple[torch.Tensor, torch.Tensor]]:

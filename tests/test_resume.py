@@ -15,15 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import (
-    SMALL,
-    TRAIN,
-    compose_config,
-    read_run,
-    run_python,
-    run_train,
-    train_in_process,
-)
+from helpers import SMALL, TRAIN, compose_config, read_run, run_python, run_train, train_in_process
 
 from seedbed.core.checkpoint import TRAILER_SIZE, CheckpointError, load_checkpoint, to_cpu
 from seedbed.core.errors import SeedbedError

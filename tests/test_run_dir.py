@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 import yaml
-from helpers import ROOT, SMALL, read_run, run_train
+from helpers import SMALL, TRAIN, read_run, run_train
 
 from seedbed.core.checkpoint import load_checkpoint
 from seedbed.core.record import loss_series_sha256, read_metrics, weights_sha256
@@ -60,7 +60,7 @@ def test_fingerprint_changes_with_any_weight_bit():
 
 @pytest.mark.slow
 def test_runs_started_in_the_same_second_never_share_a_directory(tmp_path):
-    command = [sys.executable, str(ROOT / "train.py"), "trainer.epochs=0", "data.n_samples=64"]
+    command = [sys.executable, TRAIN, "trainer.epochs=0", "data.n_samples=64"]
     procs = [
         subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         for _ in range(3)

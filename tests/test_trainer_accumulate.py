@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from helpers import ROOT, SMALL, read_run, run_cli, run_train, train_in_process
+from helpers import SMALL, TRAIN, read_run, run_cli, run_train, train_in_process
 from test_resume import assert_same_run
 from trainer_support import (
     SIGNAL_AT_BATCH_ENV,
@@ -106,7 +106,7 @@ def test_sigkill_in_the_middle_of_a_window_resumes_bit_identical(tmp_path, refer
         returncode = subprocess.run(
             [
                 sys.executable,
-                str(ROOT / "train.py"),
+                TRAIN,
                 f"hydra.run.dir={run_dir}",
                 *ACCUMULATE,
                 *CKPT,

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from helpers import ROOT, SMALL, read_run, train_in_process
+from helpers import SMALL, TRAIN, read_run, train_in_process
 from test_resume import assert_same_run
 from trainer_support import stopped_by_sigterm_at_step
 
@@ -40,7 +40,7 @@ def test_compiled_runs_train_are_identical_and_resume_exactly(tmp_path, monkeypa
 def test_compile_without_a_cpp_compiler_is_refused_naming_it(tmp_path):
     # inductor reads CXX when it is imported: a fresh process with none that works.
     result = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={tmp_path / 'run'}", *COMPILED],
+        [sys.executable, TRAIN, f"hydra.run.dir={tmp_path / 'run'}", *COMPILED],
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -9,11 +9,8 @@ value and what is allowed.
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -22,6 +19,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from seedbed.compile import COMPILE_MODES
 from seedbed.core.determinism import MODES as DETERMINISM_MODES
 from seedbed.core.errors import ConfigError
+from seedbed.core.paths import LIBRARY_CONFIGS, run_dir_of, run_name
 from seedbed.data.normalize import MODES as NORMALIZE_MODES
 from seedbed.init import FAN_MODES, SCHEMES
 from seedbed.precision import PRECISIONS
@@ -33,8 +31,6 @@ from seedbed.validation import (
 )
 
 SEED_MAX = 2**32 - 1
-# The packaged configs: `configs/` at the top of a checkout points here.
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
 @dataclass
@@ -611,10 +607,15 @@ class TrainConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     resume: ResumeConfig = field(default_factory=ResumeConfig)
+    recipe: str = MISSING
+    """The training function `train(cfg, run)` that `python train.py` runs, by its importable
+    name: `<package>.<module>.<function>` (a project's configs/train.yaml names its own,
+    `mypaper.train.train`). Read from this command's config, never from a file read back."""
     allow_targets: list[str] = field(default_factory=list)
-    """Module prefixes (e.g. `mypkg.models`) trusted as `_target_` in configs read from files
-    (a checkpoint's, a run's config.yaml), beyond seedbed's own, torch.nn, torch.optim and
-    torchvision's: read from this command's config, never from the file."""
+    """Module prefixes (e.g. `otherpkg.models`) trusted as `_target_` in configs read from files
+    (a checkpoint's, a run's config.yaml), beyond the component classes seedbed trusts, the
+    builders your configs name and your own package (the recipe's): read from this command's
+    config, never from the file."""
 
 
 # Groups whose options have different fields; the others are typed in TrainConfig directly.
@@ -642,15 +643,8 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
 }
 
 
-def run_name() -> str:
-    """`<YYYY-MM-DD_HH-MM-SS>_<6 hex>`: sortable by time, unique even within one second."""
-    return f"{datetime.now():%Y-%m-%d_%H-%M-%S}_{secrets.token_hex(3)}"
-
-
 def resumed_run_dir(resume_path: str | None, new_run_dir: str) -> str:
     """Hydra's run dir: the resumed run's own directory, else a new one."""
-    from seedbed.runs.resume import run_dir_of
-
     return str(run_dir_of(resume_path)) if resume_path else new_run_dir
 
 
@@ -863,6 +857,6 @@ def validate(cfg: DictConfig) -> None:
 def _options() -> dict[str, list[str]]:
     """The options of each group with a schema: what `model=<option>` can name."""
     return {
-        group: sorted({*schemas, *(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))})
+        group: sorted({*schemas, *(p.stem for p in (LIBRARY_CONFIGS / group).glob("*.yaml"))})
         for group, schemas in GROUP_SCHEMAS.items()
     }

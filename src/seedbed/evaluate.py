@@ -28,18 +28,19 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from seedbed.config import register_configs
 from seedbed.core.checkpoint import load_checkpoint
 from seedbed.core.determinism import set_determinism
 from seedbed.core.device import resolve_device
 from seedbed.core.errors import EXIT_USER_ERROR, ConfigError, SeedbedError, error_line
 from seedbed.core.files import RUN_DIR_FOLDERS, WRITTEN_IN_RUN_DIR, atomic_write
+from seedbed.core.paths import project_configs, run_dir_of, use_project
 from seedbed.core.received import check_received, without_downloads
 from seedbed.core.record import RUN_FILE, read_json, to_json, weights_sha256
 from seedbed.data.fingerprint import file_sha256
 from seedbed.data.loader import eval_batches
 from seedbed.loop import evaluate
-from seedbed.runs.resume import run_dir_of
-from seedbed.train import build_task
+from seedbed.task import build_task
 
 SPLITS = ("val", "train", "test")
 USAGE = (
@@ -191,8 +192,12 @@ def write_eval(result: dict[str, Any], out: Path) -> None:
     atomic_write(out, lambda file: file.write(text.encode()))
 
 
-def cli() -> None:
-    """`python eval.py ckpt=...`: print the metrics, write eval.json; errors in one line."""
+def cli(config_dir: str | Path | None = None) -> None:
+    """`python eval.py ckpt=...` in the project whose configs are `config_dir` (default
+    `./configs`: what it trusts): print the metrics, write eval_<split>.json; errors in one
+    line."""
+    use_project(config_dir or project_configs())
+    register_configs()  # the schemas name the builders a checkpoint's config may use
     try:
         options = parse_args(sys.argv[1:])
         split = options.get("split", "val")

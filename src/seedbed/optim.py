@@ -20,8 +20,16 @@ from omegaconf import DictConfig, OmegaConf
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR, ReduceLROnPlateau
 
 from seedbed.core.errors import ConfigError
-from seedbed.runs.resume import RUN_LENGTH_KEYS  # one list: resume refuses new epochs for them
 from seedbed.task import Monitor
+
+# Schedule keys that, left null, size the schedule from the run's length (cosine's T_max,
+# onecycle's and warmup_cosine's total_steps): a resume refuses more epochs for them.
+RUN_LENGTH_KEYS = ("T_max", "total_steps")
+
+
+def spans_the_run(sched: DictConfig) -> bool:
+    """Whether the schedule is sized from the run's length (trainer.epochs)."""
+    return any(key in sched and sched[key] is None for key in RUN_LENGTH_KEYS)
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: DictConfig) -> torch.optim.Optimizer:

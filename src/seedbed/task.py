@@ -230,3 +230,10 @@ class Regression:
             "rmse": math.sqrt(sums["squared"].item() / values),
             "mae": sums["absolute"].item() / values,
         }
+
+
+def build_task(cfg: Any) -> Task:
+    """The task of `cfg` (the `task` group): its loss, metrics and monitored metric."""
+    from omegaconf import OmegaConf
+
+    return instantiate(OmegaConf.to_container(cfg, resolve=True), _recursive_=False)

@@ -1,14 +1,16 @@
-"""Makes seedbed's configs composable by any Hydra entry, the compose API included.
+"""Makes a seedbed project's configs composable by any Hydra entry, the compose API included.
 
-train.yaml and every option start from a schema in Hydra's ConfigStore
-(`schema/...`) and use seedbed's resolvers. The command line registers them
-itself; a notebook or a test that calls `initialize_config_dir(<seedbed's
-configs>)` + `compose("train")` did not, and failed with "Could not find
-'schema/sched/none'". Hydra imports every plugin under `hydra_plugins/` when
-it builds a config search path, before anything is composed: this one
-registers the schemas and resolvers then, when seedbed's config directory is
-on the path, and only then (other Hydra apps in the same environment are
-left alone and do not import torch).
+A project's `configs/train.yaml` starts from seedbed's `seedbed` config and its
+schemas (ConfigStore `schema/...`), uses seedbed's resolvers, and puts seedbed's
+own configs on the search path (`hydra.searchpath: [pkg://seedbed.configs]`).
+The command line registers the schemas and resolvers itself; a notebook or a
+test that calls `initialize_config_dir(<project>/configs)` + `compose("train")`
+did not, and failed with "Could not find 'schema/...'". Hydra imports every
+plugin under `hydra_plugins/` when it builds a config search path, before
+anything is composed: this one registers them then, when a seedbed project's
+configs (or seedbed's own) are on the path, and only then (other Hydra apps in
+the same environment are left alone and do not import torch). It also puts
+seedbed's configs on the path from the start, so `--help` lists its groups.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from pathlib import Path
 
 from hydra.core.config_search_path import ConfigSearchPath
 from hydra.plugins.search_path_plugin import SearchPathPlugin
+
+# What a project's train.yaml holds: seedbed's configs on its search path.
+LIBRARY_SEARCH_PATH = "pkg://seedbed.configs"
 
 
 def seedbed_config_dir() -> Path | None:
@@ -29,8 +34,7 @@ def seedbed_config_dir() -> Path | None:
 
 
 def is_seedbed_configs(path: str, config_dir: Path) -> bool:
-    """`path` (a search path entry) names seedbed's configs: as a package or as a directory,
-    e.g. the `configs` link at the top of a checkout."""
+    """`path` (a search path entry) names seedbed's configs: as a package or a directory."""
     if path.startswith("pkg://"):
         return path.removeprefix("pkg://").strip("/").replace("/", ".") == "seedbed.configs"
     directory = Path(path.removeprefix("file://"))
@@ -40,12 +44,31 @@ def is_seedbed_configs(path: str, config_dir: Path) -> bool:
         return False
 
 
+def is_project_configs(path: str) -> bool:
+    """`path` (a search path entry) is a seedbed project's configs: its train.yaml puts
+    seedbed's configs on the search path. One small file read, no YAML parsed."""
+    if path.startswith("pkg://"):
+        return False
+    train = Path(path.removeprefix("file://")) / "train.yaml"
+    try:
+        return train.is_file() and LIBRARY_SEARCH_PATH in train.read_text(errors="replace")
+    except OSError:
+        return False
+
+
 class SeedbedSearchPath(SearchPathPlugin):
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
         config_dir = seedbed_config_dir()
         if config_dir is None:
             return
-        if any(is_seedbed_configs(e.path, config_dir) for e in search_path.get_path() if e.path):
+        paths = [e.path for e in search_path.get_path() if e.path]
+        library = any(is_seedbed_configs(p, config_dir) for p in paths)
+        if not library and any(is_project_configs(p) for p in paths):
+            # From the start, not only once train.yaml is read: --help lists seedbed's
+            # groups too, and a project's option still comes first.
+            search_path.append(provider="seedbed", path=LIBRARY_SEARCH_PATH)
+            library = True
+        if library:
             from seedbed.config import register_configs
 
             register_configs()

@@ -32,12 +32,15 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import yaml
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from seedbed.core.errors import SeedbedError
+from seedbed.core.paths import LIBRARY_CONFIGS, PROJECT_CONFIG, project_configs
 
 # (where a class is defined, what it must be a subclass of): the kinds of component a config
 # read from a file may build. torchvision.transforms.transforms defines only transforms; its
@@ -74,39 +77,64 @@ class UntrustedTarget(SeedbedError):
     """A `_target_` in a config read from a file that is not on the allow-list."""
 
 
-def user_prefixes() -> tuple[str, ...]:
-    """The prefixes the user trusts in their own configs/train.yaml (`allow_targets`)."""
-    from seedbed.config import CONFIG_DIR
-
-    path = CONFIG_DIR / "train.yaml"
+def project_trust(config_dir: Path) -> tuple[str, ...]:
+    """What a project's own configs/train.yaml trusts: the package of its `recipe` (the
+    project's own code) and its `allow_targets`."""
     try:
-        own = OmegaConf.load(path).get("allow_targets") or []
+        own = OmegaConf.load(config_dir / PROJECT_CONFIG)
+        listed = [str(prefix) for prefix in own.get("allow_targets") or []]
+        recipe = own.get("recipe")
     except Exception:  # noqa: BLE001 - a broken train.yaml is reported when a run composes it
         return ()
-    return tuple(str(prefix) for prefix in own)
+    package = [recipe.split(".")[0]] if isinstance(recipe, str) and "." in recipe else []
+    return tuple(package + listed)
+
+
+def user_prefixes() -> tuple[str, ...]:
+    """The prefixes the project this command runs in trusts (see `project_trust`)."""
+    return project_trust(project_configs())
+
+
+def configured_builders() -> frozenset[str]:
+    """Every `_target_` the library's and the project's configs name: their YAML options
+    and the schemas' defaults, plus the builders the README documents."""
+    yaml_found = builders_in(LIBRARY_CONFIGS, project_configs())
+    return yaml_found | schema_targets() | frozenset(DOCUMENTED_BUILDERS)
 
 
 @functools.cache
-def configured_builders() -> frozenset[str]:
-    """Every `_target_` your own configs name: the options of `configs/<group>/` and the
-    schemas' defaults. Hydra's own settings (`hydra:` keys, `configs/hydra/`: launchers,
-    callbacks) are not components and are left out."""
-    from seedbed.config import CONFIG_DIR, GROUP_SCHEMAS
-
+def builders_in(*config_dirs: Path) -> frozenset[str]:
+    """Every `_target_` the YAML options of `config_dirs` (`<dir>/<group>/*.yaml`) name.
+    Hydra's own settings (`hydra:` keys, `configs/hydra/`: launchers, callbacks) are not
+    components and are left out."""
     found: set[str] = set()
-    for path in sorted(CONFIG_DIR.rglob("*.yaml")):
-        if path.relative_to(CONFIG_DIR).parts[0] == "hydra":
-            continue
-        try:
-            config = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError):
-            continue  # a broken option is reported when a run composes it
-        found.update(str(target) for _, target in _walk(config, "", skip=("hydra",)) if target)
-    for schemas in GROUP_SCHEMAS.values():
-        for schema in schemas.values():
-            defaults = OmegaConf.to_container(OmegaConf.structured(schema))
-            found.update(str(target) for _, target in _walk(defaults, "") if target)
-    return frozenset(found | set(DOCUMENTED_BUILDERS))
+    for config_dir in config_dirs:
+        for path in sorted(config_dir.rglob("*.yaml")):
+            if path.relative_to(config_dir).parts[0] == "hydra":
+                continue
+            try:
+                config = yaml.safe_load(path.read_text())
+            except (OSError, yaml.YAMLError):
+                continue  # a broken option is reported when a run composes it
+            found.update(
+                str(target) for _, target in _walk(config, "", skip=("hydra",)) if target
+            )
+    return frozenset(found)
+
+
+def schema_targets() -> set[str]:
+    """The `_target_` defaults of the schemas in Hydra's ConfigStore (`schema/<group>/...`,
+    registered by the command line before anything is composed)."""
+    found: set[str] = set()
+    pending = [ConfigStore.instance().repo.get("schema", {})]
+    while pending:
+        for entry in pending.pop().values():
+            if isinstance(entry, dict):
+                pending.append(entry)
+            else:
+                node = OmegaConf.to_container(entry.node, resolve=False)
+                found.update(str(target) for _, target in _walk(node, "") if target)
+    return found
 
 
 def _under(name: str, prefixes: Iterable[str]) -> bool:
@@ -195,6 +223,16 @@ def check_targets(config: Any, source: str, extra: Iterable[str] = ()) -> None:
     `extra`: prefixes from this command's own config (never from `config` itself).
     """
     prefixes = (*user_prefixes(), *extra)
+    # The recipe is code that runs too: a file may name only a trusted one (a project's own).
+    if isinstance(config, Mapping | DictConfig) and config.get("recipe") is not None:
+        recipe = config.get("recipe")
+        if not isinstance(recipe, str) or not _under(recipe, prefixes) or not is_allowed(
+            recipe, prefixes
+        ):
+            raise UntrustedTarget(
+                f"{source}: recipe={recipe!r} is refused: a config read from a file may only "
+                "name the recipe of your own project (or a package you add to allow_targets)"
+            )
     for key, target in _walk(config, ""):
         if target is None:
             continue  # "no such part" (sched=none): nothing is built

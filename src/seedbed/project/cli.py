@@ -30,6 +30,11 @@ def parser() -> argparse.ArgumentParser:
     new = commands.add_parser("new", help="a new project in ./NAME, your package named NAME")
     new.add_argument("name", help="the package name: lowercase letters, digits, underscores")
     new.add_argument("directory", nargs="?", help="where to put it (default ./NAME)")
+    new.add_argument(
+        "--no-git",
+        action="store_true",
+        help="render only: no git repository, no commit (seedbed update needs the commit)",
+    )
     update = commands.add_parser("update", help="merge the template's changes into a project")
     update.add_argument("directory", nargs="?", default=".", help="the project (default .)")
     cp = commands.add_parser("cp", help="copy a library part into your project, to own")
@@ -43,8 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         if args.command == "new":
-            target = new_project(args.name, args.directory)
-            print(f"{target}: a new project, package {args.name}, committed to git")
+            target = new_project(args.name, args.directory, git_commit=not args.no_git)
+            committed = "" if args.no_git else ", committed to git"
+            print(f"{target}: a new project, package {args.name}{committed}")
             print(f"next: cd {target} && make train && make test")
         elif args.command == "update":
             print(update_project(args.directory))

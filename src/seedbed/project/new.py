@@ -107,8 +107,10 @@ def commit_rendering(root: Path, version: str, message: str) -> None:
     git(root, *identity(root), "commit", "-q", "-m", f"{message}\n\n{TRAILER}: {version}")
 
 
-def new_project(name: str, directory: str | None = None) -> Path:
-    """Render a project named `name` into `directory` (default ./name) and commit it."""
+def new_project(name: str, directory: str | None = None, git_commit: bool = True) -> Path:
+    """Render a project named `name` into `directory` (default ./name) and, unless
+    `git_commit` is false (a project inside a repository of yours), commit it to a new git
+    repository: `seedbed update` merges against that commit."""
     check_name(name)
     target = Path(directory or name)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
@@ -122,7 +124,8 @@ def new_project(name: str, directory: str | None = None) -> Path:
         target.mkdir(parents=True, exist_ok=True)
         for entry in rendering.iterdir():
             entry.rename(target / entry.name)
-    git(target, "init", "-q")
-    commit_rendering(target, __version__, f"seedbed new {name} (template {__version__})")
-    git(target, "branch", "seedbed-template")
+    if git_commit:
+        git(target, "init", "-q")
+        commit_rendering(target, __version__, f"seedbed new {name} (template {__version__})")
+        git(target, "branch", "seedbed-template")
     return target

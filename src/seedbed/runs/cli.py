@@ -30,22 +30,31 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from seedbed.config import CONFIG_DIR, register_configs, run_name
+from seedbed.config import register_configs
 from seedbed.core.distributed import launched_rank, speak_only_as_rank_0
 from seedbed.core.errors import EXIT_USER_ERROR, ConfigError, SeedbedError, error_line
 from seedbed.core.files import refuse_unsafe_run_files
 from seedbed.core.interrupts import SweepInterrupted, TrainingInterrupted, exit_status
 from seedbed.core.lock import RunLock
 from seedbed.core.outside_hydra import without_hydra
+from seedbed.core.paths import PROJECT_CONFIG, project_configs, run_name, use_project
 from seedbed.core.record import RUN_FILE, RunRecord, command_line
 from seedbed.runs.resume import restartable
-from seedbed.runs.session import check_resume, run_training
+from seedbed.runs.session import check_resume, load_recipe, run_training
 
 log = logging.getLogger("seedbed")
 
 # A write the machine refused (a full disk or quota, a read-only or forbidden place), e.g.
 # while Hydra writes .hydra/: one line naming the file, not a traceback.
 DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+def main() -> Any:
+    """Hydra's main: `job` on the project's configs (`configs/train.yaml`)."""
+    name = PROJECT_CONFIG.removesuffix(".yaml")
+    return hydra.main(version_base="1.3", config_path=str(project_configs()), config_name=name)(
+        job
+    )()
+
 
 # Filled by each Hydra job as it starts: an error raised before any did is a composition error.
 jobs_started: list[int] = []
@@ -54,11 +63,12 @@ jobs_started: list[int] = []
 LAUNCHING_PID: list[int] = [0]
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
-def main(cfg: DictConfig) -> float:
-    """The Hydra task: one run in Hydra's output directory. Returns the monitored metric's
-    final value (`task.monitor`: what an Optuna search optimises)."""
+def job(cfg: DictConfig) -> float:
+    """The Hydra task: one run in Hydra's output directory, with the recipe this command's
+    config names. Returns the monitored metric's final value (`task.monitor`: what an Optuna
+    search optimises)."""
     jobs_started.append(1)
+    recipe = load_recipe(cfg.get("recipe"))
     hydra_config = HydraConfig.get()
     run_dir = Path(hydra_config.runtime.output_dir)
     overrides = list(hydra_config.overrides.task)
@@ -66,10 +76,10 @@ def main(cfg: DictConfig) -> float:
         speak_only_as_rank_0(launched_rank())  # one console: rank 0's lines, others' warnings
         # Only rank 0 writes the run directory; the others record into a scratch one.
         with tempfile.TemporaryDirectory(prefix=f"seedbed-rank{launched_rank()}-") as scratch:
-            final = run_training(cfg, Path(scratch), overrides)
+            final = run_training(cfg, Path(scratch), overrides, recipe)
         return final[cfg.task.monitor]
     try:
-        final = run_training(cfg, run_dir, overrides)
+        final = run_training(cfg, run_dir, overrides, recipe)
     except TrainingInterrupted as stopped:
         if hydra_config.mode == RunMode.MULTIRUN and os.getpid() == LAUNCHING_PID[0]:
             # Ctrl-C means "stop the sweep": the launcher must not start the next job.
@@ -227,7 +237,7 @@ def compose_command(args: list[str]) -> tuple[DictConfig, list[str]] | None:
     try:
         with contextlib.redirect_stderr(io.StringIO()):  # argparse's own complaint: Hydra's
             parsed = get_args_parser().parse_args(args)
-        search_path = create_config_search_path(str(CONFIG_DIR))
+        search_path = create_config_search_path(str(project_configs()))
         if parsed.config_dir is not None:
             extra = os.path.abspath(parsed.config_dir)
             search_path.prepend(provider="command-line", path=f"file://{extra}")
@@ -303,8 +313,17 @@ class _HoldHydraJobLine:
         return getattr(self.stream, name)
 
 
-def cli() -> None:
-    """Run Hydra; an expected error becomes one line on stderr and exit status 2."""
+def cli(config_dir: str | Path | None = None) -> None:
+    """Run Hydra on the project whose configs are `config_dir` (default: `./configs`); an
+    expected error becomes one line on stderr and exit status 2."""
+    configs = use_project(config_dir or project_configs())
+    if not (configs / PROJECT_CONFIG).is_file():
+        print(
+            f"error: {configs / PROJECT_CONFIG} not found: run train.py of a seedbed project "
+            "(seedbed new <name> makes one)",
+            file=sys.stderr,
+        )
+        sys.exit(EXIT_USER_ERROR)
     register_configs()
     LAUNCHING_PID[0] = os.getpid()
     sys.argv[1:] = expand_resume_shorthand(sys.argv[1:])

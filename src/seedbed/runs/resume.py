@@ -34,13 +34,14 @@ from seedbed.core.environment import ENVIRONMENT_FILE
 from seedbed.core.errors import ConfigError, SeedbedError
 from seedbed.core.files import open_nofollow, read_bounded
 from seedbed.core.interrupts import epoch_position
+from seedbed.core.paths import CHECKPOINT_DIR, run_dir_of
 from seedbed.core.received import check_received, without_downloads
 from seedbed.core.record import METRICS_FILE, RUN_FILE, read_json
+from seedbed.optim import spans_the_run
 from seedbed.runs.forced_resume import refuse_unapplied, refuse_unknown_optimizer_settings
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "checkpoints"
 # Keys that change how a run is logged, checkpointed or served, never its numbers.
 # trainer.log_every changes which loss records are written, not the weights; data.download
 # fetches the same checked files (a resume downloads only when its own command says so).
@@ -48,6 +49,7 @@ SAFE_ON_RESUME = (
     "trainer.epochs",
     "trainer.log_every",
     "allow_targets",
+    "recipe",  # the project's code: what changed in it is code.patch's to record
     "checkpoint.",
     "logger.",
     "loader.num_workers",
@@ -57,14 +59,6 @@ SAFE_ON_RESUME = (
     "data.download",
 )
 _ABSENT = "<absent>"
-
-
-def run_dir_of(path: str | os.PathLike) -> Path:
-    """The run directory of `path`: itself, or `<run>` for `<run>/checkpoints/<file>.pt`."""
-    path = Path(path)
-    if path.suffix == ".pt" or path.is_file():
-        return path.parent.parent
-    return path
 
 
 def checkpoint_candidates(run_dir: Path) -> list[Path]:
@@ -192,6 +186,9 @@ def resumed_config(
             value = OmegaConf.to_container(value, resolve=True)
         OmegaConf.update(effective, key, value, merge=False)
     effective.resume = OmegaConf.to_container(cfg.resume, resolve=True)
+    # The code that runs, and what it trusts, are this project's, never the file's.
+    effective.recipe = cfg.recipe
+    effective.allow_targets = OmegaConf.to_container(cfg.allow_targets, resolve=True)
     return effective
 
 
@@ -205,16 +202,6 @@ def config_changes(saved: dict[str, Any], cfg: DictConfig) -> dict[str, tuple[An
         for key in sorted(set(old_flat) | set(new_flat))
         if old_flat.get(key, _ABSENT) != new_flat.get(key, _ABSENT)
     }
-
-
-# Schedule keys that, left null, size the schedule from the run's length (cosine's T_max,
-# onecycle's and warmup_cosine's total_steps).
-RUN_LENGTH_KEYS = ("T_max", "total_steps")
-
-
-def spans_the_run(sched: DictConfig) -> bool:
-    """Whether the schedule is sized from the run's length (trainer.epochs)."""
-    return any(key in sched and sched[key] is None for key in RUN_LENGTH_KEYS)
 
 
 def is_safe_on_resume(key: str, cfg: DictConfig) -> bool:

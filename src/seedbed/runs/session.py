@@ -22,12 +22,14 @@ import itertools
 import logging
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, cast
 
 import torch
 import torch.distributed as dist
+from hydra._internal.utils import _locate
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -50,6 +52,7 @@ from seedbed.core.distributed import (
 )
 from seedbed.core.environment import ENVIRONMENT_FILE, read_environment, write_environment
 from seedbed.core.errors import (
+    ConfigError,
     SeedbedError,
     error_line,
     refused_arguments,
@@ -73,6 +76,7 @@ from seedbed.core.loggers import (
     logger_record,
 )
 from seedbed.core.outside_hydra import job_logging, without_hydra
+from seedbed.core.paths import CHECKPOINT_DIR
 from seedbed.core.record import (
     METRICS_FILE,
     RUN_FILE,
@@ -88,7 +92,6 @@ from seedbed.core.targets import _walk as walk_targets
 from seedbed.core.targets import is_allowed, user_prefixes
 from seedbed.runs.forced_resume import apply_settings, built_settings, rebuilds_schedule
 from seedbed.runs.resume import (
-    CHECKPOINT_DIR,
     ResumePlan,
     given_keys,
     plan_resume,
@@ -439,15 +442,36 @@ def _perturb_after_step(optimizer: Any, model: nn.Module, step: int | None) -> N
     optimizer.register_step_post_hook(hook)
 
 
+# What a recipe is: `train(cfg, run)` returning the final metrics.
+Recipe = Callable[[DictConfig, "RunSession"], dict[str, Any]]
+RECIPE_RULE = "a function train(cfg, run) importable by its name, e.g. mypaper.train.train"
+
+
+def load_recipe(name: Any) -> Recipe:
+    """The recipe `name` (this command's `recipe`, never a file's): imported, checked callable."""
+    if not isinstance(name, str) or not name or "." not in name:
+        raise ConfigError("recipe", name, RECIPE_RULE)
+    try:
+        found = _locate(name)
+    except Exception as error:  # noqa: BLE001 - any import failure is the config's to fix
+        raise ConfigError("recipe", name, f"{RECIPE_RULE} ({error_line(error)})") from error
+    if not callable(found) or isinstance(found, type):
+        raise ConfigError("recipe", name, f"{RECIPE_RULE} (it is a {type(found).__name__})")
+    return found
+
+
 def run_training(
-    cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
+    cfg: DictConfig,
+    run_dir: str | Path,
+    overrides: list[str] | None = None,
+    recipe: Recipe | None = None,
 ) -> dict[str, Any]:
-    """Train as `cfg` says, recording everything in `run_dir`; return the final metrics.
+    """Train as `cfg` says, with `recipe` (default: the one `cfg.recipe` names), recording
+    everything in `run_dir`; return the final metrics.
 
     With `resume.path` set, continue the run in `run_dir` from its checkpoint, with the
     saved config plus `overrides` (this command's; None: `cfg` is the whole config).
     """
-    from seedbed.train import train  # the recipe: what a user edits, above the machinery
-
+    recipe = recipe or load_recipe(cfg.get("recipe"))
     with job_logging(Path(run_dir)), RunSession(cfg, Path(run_dir), overrides) as run:
-        return run.finish(train(run.cfg, run))
+        return run.finish(recipe(run.cfg, run))

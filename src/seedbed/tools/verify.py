@@ -23,8 +23,9 @@ from pathlib import Path
 
 import yaml
 
-from seedbed.config import CONFIG_DIR, run_name
+from seedbed.config import register_configs
 from seedbed.core.errors import EXIT_USER_ERROR, SeedbedError
+from seedbed.core.paths import LIBRARY_SEARCH_PATH, project_configs, run_name, use_project
 from seedbed.core.received import check_received, without_downloads
 from seedbed.core.record import CONFIG_FILE, RUN_FILE, read_json, read_yaml
 from seedbed.tools.arguments import OneLineParser
@@ -36,21 +37,25 @@ from seedbed.tools.compare import (
 )
 
 # train.py at the top of a checkout (src/seedbed/configs -> the checkout's root).
-TRAIN_SCRIPT = CONFIG_DIR.parents[2] / "train.py"
 # A recorded config.yaml is fully resolved but has no defaults list: these lines give it the
 # schema (types and checks) and the logging set-up a normal run gets.
 RERUN_HEADER = {
-    "defaults": [{"schema@_here_": "train"}, {"override hydra/job_logging": "seedbed"}, "_self_"],
-    "hydra": {"job": {"name": "train", "chdir": False}},
+    "defaults": ["seedbed", "_self_"],
+    "hydra": {"searchpath": [LIBRARY_SEARCH_PATH]},
 }
 
 
 def train_command(run_dir: Path, overrides: list[str], flags: list[str]) -> list[str]:
-    """`python train.py <flags> hydra.run.dir=<run_dir> <overrides>`: Hydra wants flags first."""
-    # Installed without its checkout: the same entry point, by import; -P keeps the working
-    # directory (a recorded run's, see recorded_cwd) off the import path.
-    entry = [str(TRAIN_SCRIPT)] if TRAIN_SCRIPT.is_file() else ["-P", "-m", "seedbed"]
-    return [sys.executable, *entry, *flags, f"hydra.run.dir={run_dir}", *overrides]
+    """`python <project>/train.py <flags> hydra.run.dir=<run_dir> <overrides>`: Hydra wants
+    flags first. -P keeps the working directory (a recorded run's, see recorded_cwd) off the
+    import path: the project's code is what its own train.py imports."""
+    script = project_configs().parent / "train.py"
+    if not script.is_file():
+        raise SeedbedError(
+            f"{script} not found: run verify in a seedbed project's root, or name it with "
+            "--project <dir>"
+        )
+    return [sys.executable, "-P", str(script), *flags, f"hydra.run.dir={run_dir}", *overrides]
 
 
 # The child's lines shown while it trains: one per epoch, as train.py prints them.
@@ -211,7 +216,16 @@ def main(argv: list[str] | None = None) -> int:
         help="with --against: a module prefix trusted as _target_ in the recorded config "
         "(a model of your own package, e.g. mypkg.models)",
     )
+    parser.add_argument(
+        "--project",
+        type=Path,
+        default=Path("."),
+        help="the project whose train.py runs and whose configs say what is trusted "
+        "(default: this directory)",
+    )
     args = parser.parse_args(argv)
+    use_project(args.project / "configs")
+    register_configs()  # the schemas name the builders a recorded config may use
     try:
         report = verify(
             args.overrides,

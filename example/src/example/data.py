@@ -1,7 +1,7 @@
-"""An example of your own Dataset: `python train.py data=my_dataset`.
+"""Your own Dataset: `python train.py data=my_dataset` (configs/data/my_dataset.yaml).
 
-Copy this file, replace `JitteredPoints` with your Dataset class and `my_dataset` with
-the function that builds your splits, and point `configs/data/my_dataset.yaml` at it.
+Replace `JitteredPoints` with your Dataset class and `my_dataset` with the function
+that builds your splits (any map-style Dataset; labels in a `targets` attribute).
 `__getitem__` here draws from Python's `random`, NumPy's `np.random` and torch on
 purpose: seedbed seeds all three per (epoch, sample), so the results still do not
 depend on `loader.num_workers`, and a resumed run continues bit for bit.

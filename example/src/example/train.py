@@ -1,13 +1,14 @@
-"""The training recipe: `python train.py seed=42` runs it (see README.md).
+"""The training recipe: `python train.py seed=42` runs it (configs/train.yaml names it).
 
 `train(cfg, run)` reads in the order of the work: the task, the data, the
 model and its initial weights, the batches, the precision, the optimizer and
 scheduler (sized in optimizer steps), then the loop (on the compiled model
 when `trainer.compile=true`). Everything around it (the run directory and its record, resuming,
 devices, distributed set-up, seeding, signals, errors) is the run session's
-(`seedbed.runs.session`), which hands in `run`. Edit this file when your
-training needs another part; the promise (same bits every time, exact resume)
-holds as long as every stateful part is handed to `run.checkpointer`.
+(`seedbed.runs.session`), which hands in `run`. This file is yours: edit it when
+your training needs another part (`seedbed cp loop` gives you seedbed's loop to
+own, too); the promise (same bits every time, exact resume) holds as long as
+every stateful part is handed to `run.checkpointer`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import math
 from typing import Any
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from seedbed.compile import compile_model
 from seedbed.data.loader import build_batches
@@ -25,12 +26,7 @@ from seedbed.loop import EarlyStopping, LoopState, fit
 from seedbed.optim import build_optimizer, build_scheduler
 from seedbed.precision import build_precision
 from seedbed.runs.session import RunSession
-from seedbed.task import Task
-
-
-def build_task(cfg: DictConfig) -> Task:
-    """The task of `cfg` (`task` group): its loss, metrics and monitored metric."""
-    return instantiate(OmegaConf.to_container(cfg, resolve=True), _recursive_=False)
+from seedbed.task import build_task
 
 
 def train(cfg: DictConfig, run: RunSession) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""example: an experiment on seedbed. The recipe is train.py; your components beside it."""
