@@ -26,9 +26,9 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from seedbed.config import CONFIG_DIR, register_configs
 from seedbed.core.checkpoint import Checkpointer
 from seedbed.core.determinism import set_determinism
+from seedbed.core.paths import use_project
 from seedbed.core.record import MetricsLog
 from seedbed.core.seeding import seed_everything
 from seedbed.data.arrays import DataSplits
@@ -37,9 +37,12 @@ from seedbed.init import init_weights
 from seedbed.loop import LoopState, fit
 from seedbed.optim import build_optimizer
 from seedbed.precision import build_precision
+from seedbed.runs.hydra import register_configs
 from seedbed.runs.session import run_training
-from seedbed.task import Task
-from seedbed.train import build_task
+from seedbed.task import Task, build_task
+
+# The benchmarks run the clone's example project (what `seedbed new example` renders).
+CONFIG_DIR = use_project(Path(__file__).resolve().parents[1] / "example" / "configs")
 
 
 @dataclass

@@ -15,9 +15,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-from seedbed.config import register_configs
 from seedbed.core.paths import use_project
 from seedbed.runs.cli import cli
+from seedbed.runs.hydra import register_configs
 from seedbed.runs.session import run_training
 
 ROOT = Path(__file__).resolve().parents[1]

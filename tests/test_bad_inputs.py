@@ -23,7 +23,7 @@ import hydra.core.utils as hydra_utils
 import numpy as np
 import pytest
 from data_files import make_image_folder
-from helpers import read_run, run_cli, train_in_process
+from helpers import PROJECT, read_run, run_cli, train_in_process
 
 from seedbed import evaluate
 from seedbed.core.checkpoint import load_checkpoint, save_checkpoint
@@ -515,6 +515,8 @@ def _run(tool: str, args: list[str], run_dir: Path) -> tuple[int, str, str]:
                 sys.argv = argv
 
         return _in_process(call)
+    if tool == "verify":  # run, as a user does, for the project (the example) it belongs to
+        args = [*args, "--project", str(PROJECT)]
     main = {"verify": verify.main, "compare": compare.main, "summarize": summarize.main}[tool]
     return _in_process(lambda: main(args))
 

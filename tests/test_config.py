@@ -9,10 +9,10 @@ from data_files import make_cifar10, make_image_folder, make_mnist
 from helpers import PROJECT_CONFIGS, compose_config, read_run, run_cli, run_train, train_in_process
 from hydra.utils import instantiate
 
-from seedbed.config import validate
 from seedbed.core.paths import LIBRARY_CONFIGS
 from seedbed.init import init_weights
 from seedbed.optim import build_optimizer, build_scheduler
+from seedbed.runs.hydra import validate
 from seedbed.task import build_task
 
 GROUPS = [
@@ -100,6 +100,11 @@ def test_every_option_composes_and_builds(group, option, npz_file, tmp_path, mon
             extra = ["data=synthetic_images", "data.n_samples=64"]
         else:
             extra = VISION[(group, option)](tmp_path, monkeypatch)
+    if (group, option) == ("task", "multilabel"):  # the example project's own task
+        path = tmp_path / "tags.npz"
+        rng = np.random.default_rng(0)
+        np.savez(path, x=rng.standard_normal((40, 5)).astype(np.float32), y=rng.random((40, 3)) > 0.5)
+        extra = ["data=npz", f"data.path={path}", "data.normalize=none"]
     if (group, option) in (("task", "regression"), ("data", "synthetic_regression")):
         extra = ["task=regression", "data=synthetic_regression", "data.n_samples=64"]
     cfg = compose_config(f"{group}={option}", *extra)

@@ -12,9 +12,9 @@ import pytest
 import torch
 from helpers import SMALL, read_run, run_git, run_train
 
+from seedbed.core import secret_scan
 from seedbed.core.code_patch import code_state
 from seedbed.core.environment import ENV_VARS
-from seedbed.runs import secret_scan
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import pytest
 import yaml
 from helpers import ROOT, SMALL, read_run, run_cli, run_python, run_train, train_in_process
 
-from seedbed.config import CONFIG_DIR
 from seedbed.core.launchers import available_cores
+from seedbed.core.paths import LIBRARY_CONFIGS as CONFIG_DIR
 from seedbed.core.record import read_metrics
 
 # A checkpoint every 5 steps, all kept (SMALL: 15 steps an epoch, 30 in all).
@@ -171,4 +171,4 @@ def test_dockerfile_copies_what_the_image_needs():
     configs = {p.relative_to(CONFIG_DIR.parent) for p in CONFIG_DIR.rglob("*") if p.is_file()}
     assert configs and configs <= packaged
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert {"seedbed-train", "seedbed-eval", "seedbed-verify"} <= set(scripts)
+    assert {"seedbed", "seedbed-verify", "seedbed-compare", "seedbed-summarize"} <= set(scripts)

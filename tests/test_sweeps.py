@@ -213,12 +213,13 @@ def test_optuna_search_is_reproducible(tmp_path):
 
 def test_requeued_slurm_job_resumes_its_run_dir():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from helpers import PROJECT_CONFIGS as CONFIG_DIR
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
     from hydra_plugins.seedbed_slurm.resuming_launcher import ResumingSlurmLauncher
-    from seedbed.config import CONFIG_DIR, register_configs
+    from seedbed.runs.hydra import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):

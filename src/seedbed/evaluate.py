@@ -28,7 +28,6 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from seedbed.config import register_configs
 from seedbed.core.checkpoint import load_checkpoint
 from seedbed.core.determinism import set_determinism
 from seedbed.core.device import resolve_device
@@ -40,6 +39,7 @@ from seedbed.core.record import RUN_FILE, read_json, to_json, weights_sha256
 from seedbed.data.fingerprint import file_sha256
 from seedbed.data.loader import eval_batches
 from seedbed.loop import evaluate
+from seedbed.runs.hydra import register_configs
 from seedbed.task import build_task
 
 SPLITS = ("val", "train", "test")

@@ -9,8 +9,13 @@ not depend on what else was constructed, or drawn, before.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+from omegaconf import DictConfig
 from torch import nn
+
+from seedbed.core.errors import require_choice
 
 WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -99,3 +104,19 @@ def _torch_default(model: nn.Module, generator: torch.Generator) -> None:
         for module in model.modules():
             if isinstance(module, WEIGHT_LAYERS):
                 module.reset_parameters()
+
+
+@dataclass
+class InitConfig:
+    """How weights are initialised after the model is built."""
+
+    scheme: str = "kaiming_uniform"
+    """One of seedbed.init.SCHEMES: kaiming_uniform, kaiming_normal, xavier_uniform,
+    xavier_normal, orthogonal, torch_default."""
+    mode: str = "fan_in"
+    """Kaiming fan mode: fan_in (preserves forward variance) or fan_out (backward)."""
+
+
+def check_init(init: DictConfig) -> None:
+    require_choice("init.scheme", init.scheme, SCHEMES)
+    require_choice("init.mode", init.mode, FAN_MODES)

@@ -20,19 +20,23 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from omegaconf import DictConfig
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-from seedbed.core.errors import SeedbedError
+from seedbed.compile import COMPILE_MODES
+from seedbed.core.device import DEVICES
+from seedbed.core.errors import SeedbedError, require, require_choice
 from seedbed.core.record import MetricsLog
 from seedbed.data.loader import EpochBatches
-from seedbed.precision import Precision
+from seedbed.precision import PRECISIONS, Precision
 from seedbed.task import Monitor, Task
 
 log = logging.getLogger(__name__)
@@ -324,3 +328,89 @@ def fit(
         with amp:
             val = evaluate(model, val_batches, task, device)
     return {"train/loss": state.train_loss, **val, "epochs": state.epoch, "steps": state.step}
+
+
+@dataclass
+class EarlyStoppingConfig:
+    """Stop when `task.monitor` has not improved for `patience` validations in a row."""
+
+    patience: int | None = None
+    """Validations without improvement before training stops; null: never stop early."""
+    min_delta: float = 0.0
+    """An improvement must beat the best so far by more than this."""
+
+
+@dataclass
+class TrainerConfig:
+    """The training loop."""
+
+    epochs: int = 10
+    """Passes over the training split (>= 0)."""
+    device: str = "auto"
+    """auto (cuda when available, else cpu), cpu or cuda."""
+    log_every: int = 20
+    """Write the loss to metrics.jsonl every this many optimizer steps (> 0)."""
+    grad_clip: float | None = None
+    """Clip the global gradient norm to this value; null turns clipping off."""
+    limit_train_batches: int | None = None
+    """Stop each epoch after this many optimizer steps (debugging: with accumulation, this
+    many times `accumulate_grad_batches` batches); null means the whole epoch."""
+    precision: str = "32"
+    """32 (float32), bf16-mixed (bfloat16 autocast; CPU and CUDA) or 16-mixed (float16
+    autocast with a gradient scaler; CUDA only)."""
+    accumulate_grad_batches: int = 1
+    """Batches per optimizer step (>= 1): gradients of this many batches are averaged, so the
+    step matches one batch this many times larger. Steps, logging, checkpoints, schedulers,
+    `limit_train_batches` and `val_every_steps` count optimizer steps."""
+    compile: bool = False
+    """torch.compile the model (needs a C++ compiler on the CPU, triton on CUDA)."""
+    compile_mode: str = "default"
+    """torch.compile's mode: default, reduce-overhead, max-autotune or
+    max-autotune-no-cudagraphs."""
+    val_every_steps: int | None = None
+    """Also validate every this many optimizer steps; null: once per epoch only. best.pt,
+    early stopping and sched=plateau consider every validation."""
+    threads: int | None = 1
+    """torch intra-op threads. Some CPU kernels give other bits with another count, so the
+    default is a fixed 1: the same weights alone, in any sweep and on any machine, and no
+    collapse on a busy machine (see the README's "Threads"). null: a fair share of this
+    machine's cores (cores // a joblib sweep's n_jobs), faster on an idle machine, written as
+    a number into config.yaml so that a rerun of it uses the same count."""
+    perturb_step: int | None = None
+    """Debugging aid, never for real runs: after this optimizer step, add 1e-3 to the first
+    weight (`python -m seedbed.tools.verify --vary trainer.perturb_step=5` must then fail)."""
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    """Stop when the monitored metric stalls (off by default)."""
+    distributed: bool = False
+    """Data-parallel training (DDP): one process per rank, started by torchrun or as the tasks
+    of a submitit job; gloo on the CPU, nccl on CUDA. Only rank 0 writes the run directory."""
+
+
+def check_trainer(trainer: DictConfig) -> None:
+    def at_least_one(key: str, allowed: str = "an int > 0 or null") -> None:
+        value = trainer[key]
+        require(value is None or value > 0, f"trainer.{key}", value, allowed)
+
+    require(trainer.epochs >= 0, "trainer.epochs", trainer.epochs, "an int >= 0")
+    require_choice("trainer.device", trainer.device, DEVICES)
+    require(trainer.log_every > 0, "trainer.log_every", trainer.log_every, "an int > 0")
+    at_least_one("grad_clip", "a number > 0 or null")
+    at_least_one("limit_train_batches")
+    at_least_one("perturb_step")
+    at_least_one("val_every_steps")
+    threads, cpus = trainer.threads, os.cpu_count() or 1
+    require(
+        threads is None or 0 < threads <= cpus,
+        "trainer.threads",
+        threads,
+        f"an int in [1, {cpus}] (this machine's logical CPUs) or null (a fair share of them)",
+    )
+    require_choice("trainer.precision", trainer.precision, PRECISIONS)
+    accumulate = trainer.accumulate_grad_batches
+    require(accumulate >= 1, "trainer.accumulate_grad_batches", accumulate, "an int >= 1")
+    require_choice("trainer.compile_mode", trainer.compile_mode, COMPILE_MODES)
+    stopping = trainer.early_stopping
+    patience, delta = stopping.patience, stopping.min_delta
+    allowed = "an int > 0 or null (off)"
+    require(patience is None or patience > 0, "trainer.early_stopping.patience", patience, allowed)
+    require(delta >= 0, "trainer.early_stopping.min_delta", delta, "a number >= 0")

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
+from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from seedbed.core.errors import ConfigError
+from seedbed.core.errors import ConfigError, require
 
 
 class MLP(nn.Module):
@@ -117,3 +119,46 @@ class ResNet18(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
+
+
+@dataclass
+class MLPConfig:
+    """A multilayer perceptron; input size from the data, output size from the task."""
+
+    _target_: str = "seedbed.models.MLP"
+    hidden: list[int] = field(default_factory=lambda: [128, 128])
+    """Width of each hidden layer."""
+    dropout: float = 0.1
+    """Dropout probability after each hidden layer (drawn from the `torch` stream)."""
+
+
+@dataclass
+class CNNConfig:
+    """A small convolutional network; input shape from the data, output size from the task."""
+
+    _target_: str = "seedbed.models.CNN"
+    channels: list[int] = field(default_factory=lambda: [16, 32])
+    """Output channels of each conv block (conv 3x3, ReLU, max-pool 2)."""
+    dropout: float = 0.1
+    """Dropout probability before the classifier."""
+
+
+@dataclass
+class ResNet18Config:
+    """torchvision's ResNet-18 (`.[vision]` extra), sized to the data's channels and classes."""
+
+    _target_: str = "seedbed.models.ResNet18"
+    small_inputs: bool | None = None
+    """A 3x3 stride-1 stem without max-pool, for small images (CIFAR); null: when the images
+    are at most 64 pixels wide."""
+
+
+def check_model(model: DictConfig) -> None:
+    """Layer widths and dropout, where the model declares them."""
+    for key in ("hidden", "channels"):  # layer widths: a layer of 0 units learns nothing
+        widths = model.get(key)
+        if widths is not None and not isinstance(widths, str | int | float):
+            ok = all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths)
+            require(ok, f"model.{key}", list(widths), "a list of ints > 0 (layer widths)")
+    dropout = model.get("dropout", 0.0)
+    require(dropout is None or 0 <= dropout < 1, "model.dropout", dropout, "a number in [0, 1)")

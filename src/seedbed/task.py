@@ -15,11 +15,12 @@ YAML in `configs/task/` whose `_target_` names it (see the README).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
 from hydra.utils import instantiate
+from omegaconf import MISSING
 from torch import Tensor, nn
 
 from seedbed.core.errors import ConfigError
@@ -237,3 +238,55 @@ def build_task(cfg: Any) -> Task:
     from omegaconf import OmegaConf
 
     return instantiate(OmegaConf.to_container(cfg, resolve=True), _recursive_=False)
+
+
+@dataclass
+class LossConfig:
+    """The loss: any class built by `_target_` with these keyword arguments."""
+
+    _target_: str = MISSING
+
+
+@dataclass
+class ClassificationTaskConfig:
+    """Integer class labels: cross-entropy; reports val/loss and val/acc."""
+
+    _target_: str = "seedbed.task.Classification"
+    _recursive_: bool = False
+    loss: Any = field(
+        default_factory=lambda: {
+            "_target_": "torch.nn.CrossEntropyLoss",
+            "label_smoothing": "${..label_smoothing}",
+        }
+    )
+    """The loss (a `_target_`); its label_smoothing follows `task.label_smoothing`."""
+    label_smoothing: float = 0.0
+    """Label smoothing of the cross-entropy, in [0, 1)."""
+    monitor: str = "val/loss"
+    """The metric that picks best.pt, drives early stopping, is returned to Optuna and heads
+    a sweep's summary: val/loss or val/acc."""
+    mode: str | None = None
+    """min or max; null: from the metric (max for acc, min otherwise)."""
+
+
+@dataclass
+class RegressionTaskConfig:
+    """Real-valued targets (one value or a vector per sample): MSE; reports val/loss,
+    val/rmse and val/mae."""
+
+    _target_: str = "seedbed.task.Regression"
+    _recursive_: bool = False
+    loss: Any = field(default_factory=lambda: {"_target_": "torch.nn.MSELoss"})
+    """The loss (a `_target_`), e.g. torch.nn.L1Loss or torch.nn.HuberLoss."""
+    monitor: str = "val/loss"
+    """The metric that picks best.pt, drives early stopping, is returned to Optuna and heads
+    a sweep's summary: val/loss, val/rmse or val/mae."""
+    mode: str | None = None
+    """min or max; null: min (every regression metric is an error)."""
+
+
+def optuna_direction(monitor: str, mode: str | None) -> str:
+    """`minimize` or `maximize`: what an Optuna search does with the monitored metric."""
+    if mode is None:
+        mode = "max" if monitor.endswith("/acc") else "min"
+    return "maximize" if mode == "max" else "minimize"

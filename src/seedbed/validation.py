@@ -1,12 +1,14 @@
-"""The value checks `seedbed.config.validate` runs past the top-level ones.
+"""The generic checks `seedbed.runs.hydra.validate` runs on a whole config.
 
 - Keys added with `+`/`++` (`++trainer.epoch=2`) pass Hydra's struct check and
   would be stored and ignored: every key must be a field of its group's schema
   (the schema of a group option is found by its `_target_`), and the nearest
   field is suggested.
 - No number in a config may be NaN or infinite (`optim.lr=inf`).
-- The optimizer's, scheduler's and synthetic data's own ranges, so that a bad
-  value is one line naming the key, not torch's traceback from deep inside.
+- A group's `_target_` names something that can build a component.
+
+The ranges of each group's values are checked beside the component that uses them
+(`seedbed.optim.check_sched`, `seedbed.data.loader.check_loader`, ...).
 
 Each check takes the config as plain containers (`OmegaConf.to_container`): walking
 OmegaConf nodes costs ten times as much.
@@ -120,60 +122,3 @@ def check_finite(node: Any, where: str = "") -> None:
             check_finite(value, f"{where}[{index}]")
     elif isinstance(node, float) and not math.isfinite(node):
         raise ConfigError(where, node, "a finite number")
-
-
-def _at_least(node: dict, group: str, key: str, low: float, strict: bool = False) -> None:
-    value = node.get(key)
-    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
-        return
-    if value < low or (strict and value == low):
-        raise ConfigError(f"{group}.{key}", value, f"a number {'>' if strict else '>='} {low:g}")
-
-
-def check_components(cfg: dict) -> None:
-    """The ranges the optimizer, the scheduler, the model's layer widths and the synthetic
-    data need."""
-    optim, sched, data = cfg.get("optim"), cfg.get("sched"), cfg.get("data")
-    if isinstance(optim, dict):
-        for key in ("momentum", "weight_decay"):
-            _at_least(optim, "optim", key, 0.0)
-        _at_least(optim, "optim", "eps", 0.0, strict=True)
-        betas = optim.get("betas")
-        if betas is not None:
-            ok = len(betas) == 2 and all(isinstance(b, int | float) and 0 <= b < 1 for b in betas)
-            if not ok:
-                raise ConfigError("optim.betas", list(betas), "two numbers in [0, 1)")
-    if isinstance(sched, dict):
-        for key in ("T_max", "step_size", "gamma"):
-            _at_least(sched, "sched", key, 0, strict=True)
-        _at_least(sched, "sched", "eta_min", 0.0)
-    model = cfg.get("model")
-    if isinstance(model, dict):
-        for key in ("hidden", "channels"):  # layer widths: a layer of 0 units learns nothing
-            widths = model.get(key)
-            if isinstance(widths, list) and not all(
-                isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths
-            ):
-                raise ConfigError(f"model.{key}", widths, "a list of ints > 0 (layer widths)")
-    if isinstance(data, dict):
-        _at_least(data, "data", "n_classes", 2)
-        for key in ("n_samples", "n_features", "n_targets", "channels", "size"):
-            _at_least(data, "data", key, 1)
-        for key in ("class_sep", "noise"):
-            _at_least(data, "data", key, 0.0)
-        _check_samples(data)
-
-
-def _check_samples(data: dict) -> None:
-    """Enough samples for a validation split, a test split and at least one to train on."""
-    n, val, test = data.get("n_samples"), data.get("val_fraction"), data.get("test_fraction")
-    if not isinstance(n, int) or not isinstance(val, float | int) or val <= 0:
-        return
-    held_out = max(1, round(n * val)) + (max(1, round(n * test)) if test else 0)
-    if n - held_out < 1:
-        raise ConfigError(
-            "data.n_samples",
-            n,
-            f"an int above the {held_out} held out for validation and test (val_fraction "
-            f"{val:g}, test_fraction {test or 0:g}): training needs samples",
-        )

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from seedbed.core.errors import ConfigError
 from seedbed.task import Monitor, build_loss
 
 
@@ -27,6 +28,9 @@ class MultiLabel:
 
     def prepare(self, data: Any) -> Any:
         """Check and convert the targets; say how wide the model's output must be."""
+        if data.train.y.ndim != 2:
+            shape = tuple(data.train.y.shape)
+            raise ConfigError("task", "multilabel", f"targets of shape (n, labels), not {shape}")
         for dataset in data.splits().values():
             dataset.y = dataset.y.float()
         data.num_outputs = data.train.y.shape[1]

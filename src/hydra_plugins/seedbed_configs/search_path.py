@@ -69,6 +69,6 @@ class SeedbedSearchPath(SearchPathPlugin):
             search_path.append(provider="seedbed", path=LIBRARY_SEARCH_PATH)
             library = True
         if library:
-            from seedbed.config import register_configs
+            from seedbed.runs.hydra import register_configs
 
             register_configs()

@@ -26,12 +26,14 @@ import pickle
 import re
 import zipfile
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from omegaconf import DictConfig
 
-from seedbed.core.errors import SeedbedError
+from seedbed.core.errors import SeedbedError, require
 from seedbed.core.files import atomic_write, fsync_dir, open_regular
 
 log = logging.getLogger(__name__)
@@ -261,3 +263,24 @@ class Checkpointer:
         for path in step_files(self.directory)[self.keep_last :]:
             if path.name not in keep:
                 path.unlink(missing_ok=True)
+
+
+@dataclass
+class CheckpointConfig:
+    """When checkpoints are written to `<run dir>/checkpoints/`, and which are kept."""
+
+    every_steps: int | None = 500
+    """Write `step_<step>.pt` every this many optimizer steps; null: only at epoch ends, on an
+    interrupt and at the end of training."""
+    at_epoch_end: bool = True
+    """Also write one after each epoch's validation."""
+    keep_last: int | None = 3
+    """Keep this many of the newest step files (best.pt's is kept as well); null keeps all."""
+    save_best: bool = True
+    """Keep best.pt: the checkpoint with the best `task.monitor` value so far."""
+
+
+def check_checkpoint(checkpoint: DictConfig) -> None:
+    every, keep = checkpoint.every_steps, checkpoint.keep_last
+    require(every is None or every > 0, "checkpoint.every_steps", every, "an int > 0 or null")
+    require(keep is None or keep > 0, "checkpoint.keep_last", keep, "an int > 0 or null")

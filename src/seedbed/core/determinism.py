@@ -9,10 +9,14 @@ config asked for.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.utils.deterministic
+from omegaconf import DictConfig
+
+from seedbed.core.errors import require_choice
 
 # The setting PyTorch documents for deterministic cuBLAS (CUDA >= 10.2).
 CUBLAS_WORKSPACE = ":4096:8"
@@ -57,3 +61,16 @@ def set_determinism(mode: str) -> dict[str, Any]:
         "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED"),
         "notes": notes,
     }
+
+
+@dataclass
+class DeterminismConfig:
+    """How strictly PyTorch is made deterministic."""
+
+    mode: str = "strict"
+    """strict: deterministic algorithms or an error; warn: the same, warnings instead of errors;
+    off: fastest (cuDNN benchmark), not reproducible."""
+
+
+def check_determinism(determinism: DictConfig) -> None:
+    require_choice("determinism.mode", determinism.mode, MODES)

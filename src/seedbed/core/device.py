@@ -6,6 +6,8 @@ import torch
 
 from seedbed.core.errors import ConfigError
 
+DEVICES = ("auto", "cpu", "cuda")
+
 
 def resolve_device(name: str, key: str = "trainer.device") -> torch.device:
     """`auto` is CUDA where available, else the CPU; `cuda` without CUDA is refused."""

@@ -101,3 +101,22 @@ def error_line(error: BaseException) -> str:
         return _one_line(str(error))
     lines = str(error).strip().splitlines()
     return f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
+def require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    """Raise ConfigError(key, value, allowed) unless `ok`: a component's own value check."""
+    if not ok:
+        raise ConfigError(key, value, allowed)
+
+
+def require_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    require(value in choices, key, value, f"one of {', '.join(choices)}")
+
+
+def require_at_least(node: Any, where: str, key: str, low: float, strict: bool = False) -> None:
+    """`node[key]`, where the node declares it and it is a number, is >= `low` (> if strict)."""
+    value = node.get(key)
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    if value < low or (strict and value == low):
+        raise ConfigError(f"{where}.{key}", value, f"a number {'>' if strict else '>='} {low:g}")

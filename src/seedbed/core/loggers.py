@@ -18,15 +18,15 @@ import importlib.util
 import os
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from omegaconf import DictConfig, OmegaConf
 
-from seedbed.config import flatten
 from seedbed.core.errors import ConfigError, SeedbedError
 from seedbed.core.files import is_inside
-from seedbed.core.record import read_json
+from seedbed.core.record import flatten, read_json
 
 # Keys of a record that say where it belongs rather than what was measured.
 POSITION_KEYS = ("kind", "epoch", "step")
@@ -293,3 +293,40 @@ def logger_record(loggers: Sequence[MetricsWriter]) -> dict[str, Any]:
         if isinstance(logger, MlflowLogger):
             return {"mlflow": {"run_id": logger.run_id}}
     return {}
+
+
+@dataclass
+class TensorBoardConfig:
+    """TensorBoard event files (torch.utils.tensorboard.SummaryWriter)."""
+
+    log_dir: str = "tensorboard"
+    """Directory of the event files, relative to the run directory."""
+
+
+@dataclass
+class MlflowConfig:
+    """One MLflow run per training run: params, tags, metrics, and the run directory's files."""
+
+    tracking_uri: str = "sqlite:///outputs/mlflow/mlflow.db"
+    """Where runs are stored; the default is a local database under outputs/ (relative to where
+    you start the run)."""
+    artifact_location: str = "outputs/mlflow/artifacts"
+    """Where a new experiment stores its artifacts (relative paths: from where you start)."""
+    experiment: str = "seedbed"
+    """Experiment name; created when it does not exist."""
+    log_artifacts: bool = True
+    """Copy the run directory's files (all but checkpoints/) as artifacts at the end."""
+    telemetry: bool = False
+    """MLflow's usage telemetry (it reports to MLflow's servers): off unless set true, so a run
+    contacts no host it was not told to (sets MLFLOW_DISABLE_TELEMETRY for this process)."""
+
+
+@dataclass
+class LoggerConfig:
+    """Extra metric loggers; metrics.jsonl is always written. Select with
+    `logger=tensorboard`, `logger=mlflow` or `logger=[tensorboard,mlflow]`."""
+
+    tensorboard: TensorBoardConfig | None = None
+    """Set by `logger=tensorboard`; null: off."""
+    mlflow: MlflowConfig | None = None
+    """Set by `logger=mlflow`; null: off."""

@@ -22,6 +22,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
+
+from seedbed.core.errors import require
 
 STREAMS = ("init", "data", "augment", "torch", "python", "numpy")
 # What every rank of a distributed run shares: the initial weights, one data order, and the
@@ -129,3 +132,33 @@ def restore_rng_states(
         torch.cuda.set_rng_state_all(states["cuda"])
     for name, generator in (generators or {}).items():
         generator.set_state(states["generators"][name])
+
+
+@dataclass
+class SeedsConfig:
+    """Pin one stream's seed; a stream left at null is derived from the top-level `seed`."""
+
+    init: int | None = None
+    """Weight initialisation."""
+    data: int | None = None
+    """Data order: the shuffle of each epoch."""
+    augment: int | None = None
+    """Per-sample augmentation."""
+    torch: int | None = None
+    """The global torch RNG (CPU and every CUDA device): dropout and any op without a generator."""
+    python: int | None = None
+    """Python's `random` module."""
+    numpy: int | None = None
+    """NumPy's legacy global RNG (`np.random.*`)."""
+
+
+SEED_MAX = 2**32 - 1
+
+
+def check_seeds(cfg: DictConfig) -> None:
+    """`seed` and every pinned stream's seed: ints in [0, 2**32-1]."""
+    allowed = f"an int in [0, {SEED_MAX}] (2**32-1)"
+    require(0 <= cfg.seed <= SEED_MAX, "seed", cfg.seed, allowed)
+    for stream, value in cfg.seeds.items():
+        if value is not None:
+            require(0 <= value <= SEED_MAX, f"seeds.{stream}", value, allowed)

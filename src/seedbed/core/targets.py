@@ -116,9 +116,7 @@ def builders_in(*config_dirs: Path) -> frozenset[str]:
                 config = yaml.safe_load(path.read_text())
             except (OSError, yaml.YAMLError):
                 continue  # a broken option is reported when a run composes it
-            found.update(
-                str(target) for _, target in _walk(config, "", skip=("hydra",)) if target
-            )
+            found.update(str(target) for _, target in _walk(config, "", skip=("hydra",)) if target)
     return frozenset(found)
 
 
@@ -226,8 +224,10 @@ def check_targets(config: Any, source: str, extra: Iterable[str] = ()) -> None:
     # The recipe is code that runs too: a file may name only a trusted one (a project's own).
     if isinstance(config, Mapping | DictConfig) and config.get("recipe") is not None:
         recipe = config.get("recipe")
-        if not isinstance(recipe, str) or not _under(recipe, prefixes) or not is_allowed(
-            recipe, prefixes
+        if (
+            not isinstance(recipe, str)
+            or not _under(recipe, prefixes)
+            or not is_allowed(recipe, prefixes)
         ):
             raise UntrustedTarget(
                 f"{source}: recipe={recipe!r} is refused: a config read from a file may only "

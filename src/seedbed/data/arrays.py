@@ -13,11 +13,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from seedbed.core.errors import ConfigError
+from seedbed.core.errors import ConfigError, require, require_at_least, require_choice
 from seedbed.core.seeding import child_seed
+from seedbed.data.normalize import MODES as NORMALIZE_MODES
 
 
 @dataclass(frozen=True)
@@ -225,4 +227,146 @@ def synthetic_images(
     x = templates[y] + noise * rng.standard_normal((n_samples, channels, size, size))
     return make_splits(
         *as_tensors(x, y), val_fraction, seed, build_augment(augment), n_classes, test_fraction
+    )
+
+
+@dataclass
+class AugmentConfig:
+    """Per-sample augmentation of the synthetic datasets (noise and feature dropout)."""
+
+    noise_std: float = 0.1
+    """Standard deviation of the Gaussian noise added to each input value."""
+    drop_prob: float = 0.05
+    """Probability that an input value is set to zero."""
+
+
+@dataclass
+class SyntheticDataConfig:
+    """Gaussian class clusters in `n_features` dimensions, generated from `seed`."""
+
+    _target_: str = "seedbed.data.arrays.synthetic_classification"
+    n_samples: int = 8192
+    """Samples in total, before the train/val split."""
+    n_features: int = 32
+    """Input dimension."""
+    n_classes: int = 10
+    """Number of classes."""
+    class_sep: float = 0.5
+    """Distance scale between class centres; smaller is harder."""
+    val_fraction: float = 0.2
+    """Fraction of samples held out for validation (the split depends on `seed` only)."""
+    test_fraction: float = 0.1
+    """Fraction held out for testing (`python eval.py ... split=test`); training and model
+    selection never read it. 0 means no test split."""
+    seed: int = 0
+    """The dataset's own seed: the data does not change with the training seed."""
+    augment: AugmentConfig | None = field(default_factory=AugmentConfig)
+    """Per-sample augmentation of the training split; null turns it off."""
+
+
+@dataclass
+class SyntheticRegressionConfig:
+    """y = tanh(x W1) W2 / 4 + noise, `n_features` in, `n_targets` out, generated from
+    `seed`: for `task=regression`."""
+
+    _target_: str = "seedbed.data.arrays.synthetic_regression"
+    n_samples: int = 8192
+    """Samples in total, before the train/val/test split."""
+    n_features: int = 16
+    """Input dimension."""
+    n_targets: int = 1
+    """Target dimension (1: one value per sample)."""
+    noise: float = 0.1
+    """Standard deviation of the noise added to the targets."""
+    val_fraction: float = 0.2
+    """Fraction of samples held out for validation (the split depends on `seed` only)."""
+    test_fraction: float = 0.1
+    """Fraction held out for testing; 0 means no test split."""
+    seed: int = 0
+    """The dataset's own seed: the data does not change with the training seed."""
+    augment: AugmentConfig | None = field(default_factory=lambda: AugmentConfig(0.0, 0.0))
+    """Per-sample augmentation of the training split; off (all zero) by default: switch it on
+    with `data.augment.noise_std=0.1`."""
+
+
+@dataclass
+class SyntheticImagesConfig:
+    """Class templates plus noise, as (channels, size, size) images, generated from `seed`."""
+
+    _target_: str = "seedbed.data.arrays.synthetic_images"
+    n_samples: int = 4096
+    """Samples in total, before the train/val split."""
+    channels: int = 3
+    """Image channels."""
+    size: int = 16
+    """Image height and width."""
+    n_classes: int = 10
+    """Number of classes."""
+    noise: float = 1.0
+    """Standard deviation of the per-sample noise around the class template."""
+    val_fraction: float = 0.2
+    """Fraction of samples held out for validation (the split depends on `seed` only)."""
+    test_fraction: float = 0.1
+    """Fraction held out for testing (`python eval.py ... split=test`); training and model
+    selection never read it. 0 means no test split."""
+    seed: int = 0
+    """The dataset's own seed: the data does not change with the training seed."""
+    augment: AugmentConfig | None = field(default_factory=AugmentConfig)
+    """Per-sample augmentation of the training split; null turns it off."""
+
+
+SYNTHETIC = {
+    schema._target_
+    for schema in (SyntheticDataConfig, SyntheticRegressionConfig, SyntheticImagesConfig)
+}
+
+
+def check_data(data: DictConfig) -> None:
+    """The split, normalisation and augmentation keys a dataset declares (a dataset of your
+    own without `val_fraction` is asked nothing about it), and the synthetic data's sizes."""
+    val, test = data.get("val_fraction"), data.get("test_fraction")
+    if val is not None:
+        require(0.0 < val < 1.0, "data.val_fraction", val, "a number in (0, 1)")
+    if test is not None:
+        require(0.0 <= test < 1.0, "data.test_fraction", test, "a number in [0, 1)")
+        require(
+            (val or 0.0) + test < 1.0,
+            "data.test_fraction",
+            test,
+            f"a number below 1 - data.val_fraction ({1 - (val or 0.0):g}): training needs samples",
+        )
+    normalize = data.get("normalize")
+    if normalize is not None:
+        require_choice("data.normalize", normalize, NORMALIZE_MODES)
+    size = data.get("image_size")
+    require(size is None or size > 0, "data.image_size", size, "an int > 0")
+    augment = data.get("augment")
+    if isinstance(augment, DictConfig):
+        for key, high in (("noise_std", None), ("drop_prob", 1.0)):
+            value = augment.get(key)
+            if value is not None:
+                ok = value >= 0 and (high is None or value < high)
+                allowed = "a number >= 0" if high is None else "in [0, 1)"
+                require(ok, f"data.augment.{key}", value, allowed)
+    if data.get("_target_") in SYNTHETIC:
+        require_at_least(data, "data", "n_classes", 2)
+        for key in ("n_samples", "n_features", "n_targets", "channels", "size"):
+            require_at_least(data, "data", key, 1)
+        for key in ("class_sep", "noise"):
+            require_at_least(data, "data", key, 0.0)
+        _check_samples(data)
+
+
+def _check_samples(data: DictConfig) -> None:
+    """Enough samples for a validation split, a test split and at least one to train on."""
+    n, val, test = data.get("n_samples"), data.get("val_fraction"), data.get("test_fraction")
+    if not isinstance(n, int) or not isinstance(val, float | int) or val <= 0:
+        return
+    held_out = max(1, round(n * val)) + (max(1, round(n * test)) if test else 0)
+    require(
+        n - held_out >= 1,
+        "data.n_samples",
+        n,
+        f"an int above the {held_out} held out for validation and test (val_fraction "
+        f"{val:g}, test_fraction {test or 0:g}): training needs samples",
     )

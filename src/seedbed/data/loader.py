@@ -11,13 +11,15 @@ results.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+from omegaconf import DictConfig
 from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
 
-from seedbed.core.errors import ConfigError
+from seedbed.core.errors import ConfigError, require
 from seedbed.core.launchers import dataloader_context
 from seedbed.core.seeding import Seeds, child_seed
 from seedbed.data.arrays import ArrayDataset, DataSplits
@@ -193,3 +195,57 @@ def eval_batches(dataset: ArrayDataset, batch_size: int, pin_memory: bool = Fals
     """Every sample of `dataset` once, in order, unaugmented: for validation and eval.py."""
     sampler = EpochBatchSampler(len(dataset), batch_size, seed=0, shuffle=False)
     return EpochBatches(dataset, sampler, pin_memory=pin_memory)
+
+
+@dataclass
+class LoaderConfig:
+    """How batches are served. None of these change the results, only the speed."""
+
+    batch_size: int = 64
+    """Samples per batch (> 0)."""
+    shuffle: bool = True
+    """Shuffle the training split each epoch (the order is a function of the data seed and
+    the epoch)."""
+    num_workers: int = 0
+    """DataLoader worker processes; 0 serves in-memory data by direct batch indexing."""
+    pin_memory: bool = False
+    """Page-locked host memory for faster copies to the GPU."""
+    persistent_workers: bool = False
+    """Keep worker processes alive between epochs (needs num_workers > 0)."""
+    prefetch_factor: int | None = None
+    """Batches each worker loads ahead (needs num_workers > 0); null is PyTorch's default."""
+    drop_last: bool = False
+    """Drop the last incomplete training batch of each epoch."""
+    on_device: bool = False
+    """Keep in-memory data (without per-sample augmentation) on the training device and index
+    batches there: no host-to-device copy per step, so small models are not host-bound.
+    Needs num_workers=0."""
+
+
+def check_loader(loader: DictConfig) -> None:
+    require(loader.batch_size > 0, "loader.batch_size", loader.batch_size, "an int > 0")
+    workers, prefetch = loader.num_workers, loader.prefetch_factor
+    require(workers >= 0, "loader.num_workers", workers, "an int >= 0")
+    require(
+        not (loader.on_device and workers > 0),
+        "loader.on_device",
+        True,
+        "false when loader.num_workers > 0 (data on the device is indexed in this process)",
+    )
+    if workers == 0:
+        require(
+            not loader.persistent_workers,
+            "loader.persistent_workers",
+            True,
+            "false when loader.num_workers=0",
+        )
+        require(
+            prefetch is None, "loader.prefetch_factor", prefetch, "null when loader.num_workers=0"
+        )
+    else:
+        require(
+            prefetch is None or prefetch > 0,
+            "loader.prefetch_factor",
+            prefetch,
+            "an int > 0 or null",
+        )

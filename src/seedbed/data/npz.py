@@ -10,13 +10,22 @@ from __future__ import annotations
 import math
 import os
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from omegaconf import MISSING
 
 from seedbed.core.errors import ConfigError
-from seedbed.data.arrays import ArrayDataset, DataSplits, as_tensors, build_augment, make_splits
+from seedbed.data.arrays import (
+    ArrayDataset,
+    AugmentConfig,
+    DataSplits,
+    as_tensors,
+    build_augment,
+    make_splits,
+)
 from seedbed.data.fingerprint import file_sha256
 from seedbed.data.normalize import Normalization, check_mode, scale_integers
 
@@ -163,3 +172,27 @@ def npz_dataset(
         data.normalization = stats
         data.record["normalization"] = stats.record()
     return data
+
+
+@dataclass
+class NpzDataConfig:
+    """A user's own data: an .npz file with arrays `x` (inputs) and `y` (targets: integer
+    labels for task=classification, floats for task=regression); optional `x_val`/`y_val`
+    and `x_test`/`y_test` are used as those splits."""
+
+    _target_: str = "seedbed.data.npz.npz_dataset"
+    path: str = MISSING
+    """Path to the .npz file (relative to where you start the run)."""
+    val_fraction: float = 0.2
+    """Fraction of samples held out for validation (unless the file has x_val/y_val)."""
+    test_fraction: float = 0.0
+    """Fraction held out for testing (unless the file has x_test/y_test); 0: no test split."""
+    seed: int = 0
+    """Seed of the train/val/test split only."""
+    augment: AugmentConfig | None = field(default_factory=lambda: AugmentConfig(0.0, 0.0))
+    """Per-sample augmentation of the training split; off (all zero) by default for your own
+    data: switch it on with `data.augment.noise_std=0.1 data.augment.drop_prob=0.05`."""
+    normalize: str = "standard"
+    """standard: each input feature scaled to mean 0 and std 1 with statistics of the training
+    split only (saved in run.json and every checkpoint); none: as stored. Unsigned integer
+    inputs (uint8 images) are scaled to [0, 1] first either way."""

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from hydra.utils import instantiate
+from omegaconf import MISSING
 from torch.utils.data import Dataset, Subset
 
 from seedbed.core.errors import ConfigError, SeedbedError
@@ -259,3 +261,71 @@ def _record(source: str, root: str, files: Path) -> dict[str, Any]:
         "fingerprint": found.pop("sha256"),
         "fingerprint_of": found,
     }
+
+
+@dataclass
+class MnistDataConfig:
+    """MNIST through torchvision (`pip install -e '.[vision]'`): 28x28 grey digits, 10 classes;
+    the official test set is the test split."""
+
+    _target_: str = "seedbed.data.vision.mnist"
+    _recursive_: bool = False
+    root: str = "data"
+    """Folder that holds (or will hold) MNIST/raw/."""
+    download: bool = False
+    """Download the files into `root` when they are not there."""
+    val_fraction: float = 0.1
+    """Fraction of the training files held out for validation (by `seed`)."""
+    seed: int = 0
+    """Seed of the train/val split only."""
+    train_transform: list[Any] | None = None
+    """torchvision.transforms.v2 transforms of the training split, each a `_target_` entry;
+    null: to a float image normalised with MNIST's mean and std."""
+    eval_transform: list[Any] | None = None
+    """Transforms of the val and test splits; null: the same normalisation, nothing random."""
+
+
+@dataclass
+class Cifar10DataConfig:
+    """CIFAR-10 through torchvision (`pip install -e '.[vision]'`): 32x32 colour images, 10
+    classes; the official test set is the test split."""
+
+    _target_: str = "seedbed.data.vision.cifar10"
+    _recursive_: bool = False
+    root: str = "data"
+    """Folder that holds (or will hold) cifar-10-batches-py/."""
+    download: bool = False
+    """Download and extract the archive into `root` when the files are not there."""
+    val_fraction: float = 0.1
+    """Fraction of the training files held out for validation (by `seed`)."""
+    seed: int = 0
+    """Seed of the train/val split only."""
+    train_transform: list[Any] | None = None
+    """Transforms of the training split, each a `_target_` entry; null: random crop (padding
+    4) and horizontal flip, normalised with CIFAR-10's mean and std."""
+    eval_transform: list[Any] | None = None
+    """Transforms of the val and test splits; null: the same normalisation, nothing random."""
+
+
+@dataclass
+class ImageFolderDataConfig:
+    """Your images, one sub-folder per class (torchvision's ImageFolder; `.[vision]` extra)."""
+
+    _target_: str = "seedbed.data.vision.image_folder"
+    _recursive_: bool = False
+    root: str = MISSING
+    """The folder whose sub-folders are the classes."""
+    image_size: int = 224
+    """Height and width of the images the default transforms produce."""
+    val_fraction: float = 0.2
+    """Fraction of the images held out for validation (by `seed`)."""
+    test_fraction: float = 0.0
+    """Fraction held out for testing; 0: no test split."""
+    seed: int = 0
+    """Seed of the train/val/test split only."""
+    train_transform: list[Any] | None = None
+    """Transforms of the training split, each a `_target_` entry; null: RandomResizedCrop to
+    `image_size` and horizontal flip, normalised with ImageNet's mean and std."""
+    eval_transform: list[Any] | None = None
+    """Transforms of the val and test splits; null: resize and centre crop to `image_size`,
+    normalised likewise."""

@@ -30,7 +30,6 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from seedbed.config import register_configs
 from seedbed.core.distributed import launched_rank, speak_only_as_rank_0
 from seedbed.core.errors import EXIT_USER_ERROR, ConfigError, SeedbedError, error_line
 from seedbed.core.files import refuse_unsafe_run_files
@@ -39,6 +38,7 @@ from seedbed.core.lock import RunLock
 from seedbed.core.outside_hydra import without_hydra
 from seedbed.core.paths import PROJECT_CONFIG, project_configs, run_name, use_project
 from seedbed.core.record import RUN_FILE, RunRecord, command_line
+from seedbed.runs.hydra import register_configs
 from seedbed.runs.resume import restartable
 from seedbed.runs.session import check_resume, load_recipe, run_training
 
@@ -47,6 +47,7 @@ log = logging.getLogger("seedbed")
 # A write the machine refused (a full disk or quota, a read-only or forbidden place), e.g.
 # while Hydra writes .hydra/: one line naming the file, not a traceback.
 DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
 
 def main() -> Any:
     """Hydra's main: `job` on the project's configs (`configs/train.yaml`)."""

@@ -22,7 +22,6 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from seedbed.config import TrainConfig, flatten
 from seedbed.core.checkpoint import (
     STEP_FILE,
     CheckpointError,
@@ -36,9 +35,10 @@ from seedbed.core.files import open_nofollow, read_bounded
 from seedbed.core.interrupts import epoch_position
 from seedbed.core.paths import CHECKPOINT_DIR, run_dir_of
 from seedbed.core.received import check_received, without_downloads
-from seedbed.core.record import METRICS_FILE, RUN_FILE, read_json
+from seedbed.core.record import METRICS_FILE, RUN_FILE, flatten, read_json
 from seedbed.optim import spans_the_run
 from seedbed.runs.forced_resume import refuse_unapplied, refuse_unknown_optimizer_settings
+from seedbed.runs.hydra import TrainConfig
 
 log = logging.getLogger(__name__)
 

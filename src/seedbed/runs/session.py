@@ -36,7 +36,6 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from seedbed.config import validate
 from seedbed.core.checkpoint import Checkpointer, Stateful
 from seedbed.core.code_patch import patch_record
 from seedbed.core.determinism import set_determinism
@@ -91,6 +90,7 @@ from seedbed.core.seeding import Seeds, capture_rng_states, restore_rng_states, 
 from seedbed.core.targets import _walk as walk_targets
 from seedbed.core.targets import is_allowed, user_prefixes
 from seedbed.runs.forced_resume import apply_settings, built_settings, rebuilds_schedule
+from seedbed.runs.hydra import validate
 from seedbed.runs.resume import (
     ResumePlan,
     given_keys,

@@ -21,7 +21,6 @@ from typing import Any
 
 import torch
 
-from seedbed.config import flatten
 from seedbed.core.checkpoint import load_checkpoint
 from seedbed.core.environment import read_environment
 from seedbed.core.errors import EXIT_USER_ERROR, SeedbedError
@@ -30,6 +29,7 @@ from seedbed.core.record import (
     CONFIG_FILE,
     METRICS_FILE,
     RUN_FILE,
+    flatten,
     read_json,
     read_metrics,
     read_yaml,

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import yaml
 
-from seedbed.config import register_configs
 from seedbed.core.errors import EXIT_USER_ERROR, SeedbedError
 from seedbed.core.paths import LIBRARY_SEARCH_PATH, project_configs, run_name, use_project
 from seedbed.core.received import check_received, without_downloads
 from seedbed.core.record import CONFIG_FILE, RUN_FILE, read_json, read_yaml
+from seedbed.runs.hydra import register_configs
 from seedbed.tools.arguments import OneLineParser
 from seedbed.tools.compare import (
     EXIT_DIFFERENT,
