@@ -10,3 +10,19 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (str(SITE), os.environ.get("PYTHONPATH")) if p
 )
 runpy.run_path(str(SITE / "sitecustomize.py"))  # this process: it started before the variable
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _in_the_example_project():
+    """Each test starts in the example project: a command run in-process (verify, eval, a
+    tool given another --project) names the project of its process, as it does in its own."""
+    from helpers import PROJECT_CONFIGS
+
+    from seedbed.core.paths import use_project
+
+    use_project(PROJECT_CONFIGS)
+    yield
+    use_project(PROJECT_CONFIGS)

@@ -27,6 +27,8 @@ PROJECT = ROOT / "example"
 PROJECT_CONFIGS = PROJECT / "configs"
 TRAIN = str(PROJECT / "train.py")
 EVAL = str(PROJECT / "eval.py")
+# verify runs a project's train.py: the tools' flag naming it, when not run in its root.
+IN_PROJECT = ["--project", str(PROJECT)]
 use_project(PROJECT_CONFIGS)  # what the tests' in-process runs trust: the example's configs
 # Small enough for a test, large enough to have several epochs, batches and log records.
 SMALL = ["data.n_samples=576", "trainer.epochs=2", "trainer.log_every=4", "loader.batch_size=32"]

@@ -103,7 +103,9 @@ def test_every_option_composes_and_builds(group, option, npz_file, tmp_path, mon
     if (group, option) == ("task", "multilabel"):  # the example project's own task
         path = tmp_path / "tags.npz"
         rng = np.random.default_rng(0)
-        np.savez(path, x=rng.standard_normal((40, 5)).astype(np.float32), y=rng.random((40, 3)) > 0.5)
+        np.savez(
+            path, x=rng.standard_normal((40, 5)).astype(np.float32), y=rng.random((40, 3)) > 0.5
+        )
         extra = ["data=npz", f"data.path={path}", "data.normalize=none"]
     if (group, option) in (("task", "regression"), ("data", "synthetic_regression")):
         extra = ["task=regression", "data=synthetic_regression", "data.n_samples=64"]

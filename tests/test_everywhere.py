@@ -10,7 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from helpers import ROOT, SMALL, read_run, run_cli, run_python, run_train, train_in_process
+from helpers import (
+    IN_PROJECT,
+    PROJECT,
+    PROJECT_CONFIGS,
+    ROOT,
+    SMALL,
+    read_run,
+    run_cli,
+    run_python,
+    run_train,
+    train_in_process,
+)
 
 from seedbed.core.launchers import available_cores
 from seedbed.core.paths import LIBRARY_CONFIGS as CONFIG_DIR
@@ -51,7 +62,7 @@ def test_compose_api_works_as_lightning_hydra_templates_tests_do(tmp_path):
         from hydra.core.hydra_config import HydraConfig
 
         assert not any(name.startswith("seedbed") for name in sys.modules)
-        with initialize_config_dir(config_dir={str(ROOT / "configs")!r}, version_base="1.3"):
+        with initialize_config_dir(config_dir={str(PROJECT_CONFIGS)!r}, version_base="1.3"):
             cfg = compose("train", overrides={[*SMALL, "trainer.epochs=1"]!r},
                           return_hydra_config=True)
         HydraConfig().set_config(cfg)
@@ -93,7 +104,13 @@ def test_verify_against_a_run_resumed_twice_with_relative_paths_from_elsewhere(t
     assert len(read_run(run_dir)["resumes"]) == 2
 
     result = run_python(
-        "-m", "seedbed.tools.verify", "--against", str(run_dir), cwd=elsewhere, check=False
+        "-m",
+        "seedbed.tools.verify",
+        "--against",
+        str(run_dir),
+        *IN_PROJECT,
+        cwd=elsewhere,
+        check=False,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "identical" in result.stdout
@@ -136,10 +153,12 @@ def test_loggers_continue_a_resumed_run(tmp_path):
 
 
 def test_dockerfile_copies_what_the_image_needs():
+    """The project's Dockerfile (what `seedbed new` renders): every COPY source exists and is
+    not ignored; the image holds the project's entry points, package and configs."""
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     instructions = [
         line.strip()
-        for line in (ROOT / "Dockerfile").read_text().splitlines()
+        for line in (PROJECT / "Dockerfile").read_text().splitlines()
         if line.strip() and not line.lstrip().startswith("#")
     ]
     copied = [
@@ -149,15 +168,18 @@ def test_dockerfile_copies_what_the_image_needs():
         for source in line.split()[1:-1]
     ]
     ignored = {
-        line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines() if line.strip()
+        line.strip()
+        for line in (PROJECT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
     }
     for source in copied:
-        assert (ROOT / source).exists(), source
-        assert source not in ignored and not (ROOT / source).is_symlink(), source
-    # The entries a user runs in the image: train, evaluate, and verify (an installed command).
-    assert {"train.py", "eval.py", "src", "pyproject.toml", "requirements.lock"} <= set(copied)
-    install = next(line for line in instructions if "pip install --no-deps" in line)
-    assert " -e " not in install  # a real install: configs come as package data, from anywhere
+        assert (PROJECT / source).exists(), source
+        assert source not in ignored and not (PROJECT / source).is_symlink(), source
+    assert {"train.py", "eval.py", "src", "configs", "pyproject.toml", "requirements.lock"} <= set(
+        copied
+    )
+    install = next(line for line in instructions if "pip install" in line and " . " in line + " ")
+    assert " -e " not in install  # a real install: the library's configs come as package data
 
     # Every config file is package data, so the installed image (and any install) has them.
     patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
@@ -168,7 +190,7 @@ def test_dockerfile_copies_what_the_image_needs():
         for pattern in patterns
         for match in glob.glob(pattern, root_dir=CONFIG_DIR.parent, recursive=True)
     }
-    configs = {p.relative_to(CONFIG_DIR.parent) for p in CONFIG_DIR.rglob("*") if p.is_file()}
+    configs = {p.relative_to(CONFIG_DIR.parent) for p in CONFIG_DIR.rglob("*.yaml")}
     assert configs and configs <= packaged
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert {"seedbed", "seedbed-verify", "seedbed-compare", "seedbed-summarize"} <= set(scripts)

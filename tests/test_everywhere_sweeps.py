@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import TRAIN, read_run, run_multirun, run_python, run_train
+from helpers import IN_PROJECT, TRAIN, read_run, run_multirun, run_python, run_train
 
 from seedbed.core.launchers import available_cores
 
@@ -62,6 +62,7 @@ def test_a_joblib_job_gives_the_weights_of_the_seed_alone(alone, tmp_path):
         "seedbed.tools.verify",
         "--against",
         str(sweep / "1"),
+        *IN_PROJECT,
         cwd=elsewhere,
         check=False,
         timeout=600,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import TRAIN, read_run, run_cli, run_git, train_in_process
+from helpers import IN_PROJECT, TRAIN, read_run, run_cli, run_git, train_in_process
 from hydra.utils import instantiate
 from test_bad_inputs import TINY, _in_process, _only_checkpoint
 
@@ -91,7 +91,7 @@ def test_a_received_checkpoint_or_config_cannot_run_code(payload, finished, tmp_
         "eval": lambda: _eval(["eval.py", f"ckpt={last}"]),
         "resume": lambda: run_cli(run, f"resume={run}"),
         "verify --against": lambda: _in_process(
-            lambda: verify.main(["--against", str(run), "--out", str(tmp_path / "v")])
+            lambda: verify.main(["--against", str(run), "--out", str(tmp_path / "v"), *IN_PROJECT])
         ),
     }
     for command, attempt in attempts.items():

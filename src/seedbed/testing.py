@@ -88,8 +88,11 @@ class Run:
 class Project:
     """Your project, trained in fresh processes: what the `seedbed` fixture hands a test."""
 
-    def __init__(self, root: Path, workdir: Path, small: list[str]) -> None:
+    def __init__(
+        self, root: Path, workdir: Path, small: list[str], env: dict[str, str] | None = None
+    ) -> None:
         self.root, self.workdir, self.small = root, workdir, list(small)
+        self.env = dict(env or {})  # set in every process this project runs
         self._runs = 0
 
     def python(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -99,7 +102,7 @@ class Project:
             cwd=self.root,
             capture_output=True,
             text=True,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, **self.env, **(env or {})},
             timeout=600,
         )
 
@@ -157,19 +160,18 @@ class Project:
         assert_identical(reference, resumed, f"a run killed at step {kill_at_step} and resumed")
 
     def assert_eval_reproduces(self, *overrides: str) -> None:
-        """eval.py on the run's best.pt gives the validation metrics recorded when best.pt was
-        written, exactly."""
+        """eval.py on the run's best.pt gives, exactly, the validation metrics the run logged
+        at the step best.pt was written."""
         run = self.train(*overrides)
-        best = run.record["best"]
         result = self.python("eval.py", f"ckpt={run.dir / 'checkpoints' / 'best.pt'}", "split=val")
         assert result.returncode == 0, f"eval.py failed:\n{result.stderr[-3000:]}"
-        evaluated = json.loads((run.dir / "eval_val.json").read_text())["metrics"]
-        recorded = [
-            r for r in read_metrics(run.dir / METRICS_FILE) if r.get("step") == best["step"]
-        ]
-        val = {k: v for r in recorded for k, v in r.items() if k.startswith("val/")}
-        assert val, f"no validation metrics at best.pt's step {best['step']}"
-        assert {k: evaluated[k] for k in val} == val, (evaluated, val)
+        evaluated = json.loads((run.dir / "eval_val.json").read_text())
+        step = evaluated["step"]
+        logged = [r for r in read_metrics(run.dir / METRICS_FILE) if r.get("step") == step]
+        val = {k: v for r in logged for k, v in r.items() if k.startswith("val/")}
+        assert val, f"no validation metrics logged at best.pt's step {step}"
+        metrics = {k: evaluated["metrics"].get(k) for k in val}
+        assert metrics == val, f"eval.py on best.pt (step {step}): {metrics}, logged: {val}"
 
 
 def assert_identical(a: Run, b: Run, what: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from seedbed import __version__
 from seedbed.core.errors import EXIT_USER_ERROR, SeedbedError
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(parts()))
         else:
             written = copy_part(args.part, args.project)
-            package = read_answers(args.project)["name"] if written else ""
+            package = read_answers(Path(args.project))["name"] if written else ""
             for path in written:
                 print(f"copied {path}")
             print(how_to_use(args.part, package))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import keyword
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -123,7 +124,7 @@ def new_project(name: str, directory: str | None = None, git_commit: bool = True
         render({"name": name}, rendering)
         target.mkdir(parents=True, exist_ok=True)
         for entry in rendering.iterdir():
-            entry.rename(target / entry.name)
+            shutil.move(entry, target / entry.name)
     if git_commit:
         git(target, "init", "-q")
         commit_rendering(target, __version__, f"seedbed new {name} (template {__version__})")
