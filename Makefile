@@ -8,13 +8,19 @@ ARGS ?=
 # pip's progress bars show: the first install downloads torch and takes a minute or more.
 PIP := $(PY) -m pip install --disable-pip-version-check --progress-bar on -c requirements.lock
 
-.PHONY: train test test-fast install install-dev lint verify format lock bench clean clean-runs
+.PHONY: train test test-fast test-example example install install-dev lint verify format lock bench clean clean-runs
 
-train: install  ## create .venv (the core: torch, numpy, hydra-core, omegaconf), run `python train.py $(ARGS)`
-	$(PY) train.py $(ARGS)
+train: install  ## create .venv (seedbed, its core, the example project), run the example's train.py
+	cd example && $(abspath $(PY)) train.py $(ARGS)
 
-test: install-dev  ## the whole test suite (slow tests included)
+test: install-dev  ## the library's whole suite (slow included; it runs a new project's make test)
 	$(PY) -m pytest
+
+test-example: install-dev  ## the example project's own tests, run in it as a user runs them
+	cd example && $(abspath $(PY)) -m pytest
+
+example: install-dev  ## render example/ afresh from the template (after changing the template)
+	$(PY) scripts/render_example.py
 
 test-fast: install-dev  ## the suite without the tests marked slow
 	$(PY) -m pytest -m "not slow"
@@ -27,10 +33,12 @@ $(PY):
 
 # setuptools first, from the lock: seedbed is installed without build isolation, so that the
 # build uses the locked version too (and needs nothing but what the lock names).
-$(VENV)/.installed: requirements.lock pyproject.toml | $(PY)
+$(VENV)/.installed: requirements.lock pyproject.toml example/pyproject.toml | $(PY)
 	@echo "Installing seedbed and its core dependencies (torch is large: this takes a while)"
 	$(PIP) setuptools
 	$(PIP) --no-build-isolation -e .
+	@echo "Installing the example project (what seedbed new renders): make train runs it"
+	$(PIP) --no-build-isolation -e example
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
@@ -47,7 +55,7 @@ lint: install-dev  ## ruff lint and format check, mypy on src/
 	$(PY) -m mypy
 
 verify: install  ## run a small config twice in fresh processes and compare bit for bit
-	$(PY) -m seedbed.tools.verify data.n_samples=1024 trainer.epochs=2 $(ARGS)
+	cd example && $(abspath $(PY)) -m seedbed.tools.verify data.n_samples=1024 trainer.epochs=2 $(ARGS)
 
 format: install-dev
 	$(PY) -m ruff format .

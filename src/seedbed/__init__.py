@@ -1,3 +1,4 @@
-"""seedbed: a Hydra-configured PyTorch experiment template whose promise is reproducibility."""
+"""seedbed: reproducible PyTorch experiments with Hydra, as a library; `seedbed new` makes your
+project."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -20,7 +20,7 @@ from seedbed.project.update import MergeConflict, update_project
 class OneLineParser(argparse.ArgumentParser):
     """argparse, with its usage errors in one line and exit status 2."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> None:
         self.exit(EXIT_USER_ERROR, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 

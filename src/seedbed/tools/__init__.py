@@ -1,1 +1,2 @@
-"""The tools that read runs: verify, compare, summarize (and the curves and statistics they share)."""
+"""The tools that read runs: verify, compare, summarize (and the curves and statistics they
+share)."""
