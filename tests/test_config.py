@@ -9,6 +9,7 @@ from data_files import make_cifar10, make_image_folder, make_mnist
 from helpers import PROJECT_CONFIGS, compose_config, read_run, run_cli, run_train, train_in_process
 from hydra.utils import instantiate
 
+from seedbed.core.errors import ConfigError
 from seedbed.core.paths import LIBRARY_CONFIGS
 from seedbed.init import init_weights
 from seedbed.optim import build_optimizer, build_scheduler
@@ -271,3 +272,23 @@ def test_console_names_pinned_seed_streams(tmp_path, caplog):
     train_in_process(tmp_path / "run", "data.n_samples=256", "trainer.epochs=1", "seeds.init=7")
     [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("run dir ")]
     assert "  seed 0 (pinned: seeds.init=7)  " in line
+
+
+def test_a_dataset_of_your_own_is_asked_only_about_the_keys_it_declares():
+    """A dataset YAML without val_fraction (it splits by itself) validates, and keys that
+    mean something for the synthetic data (noise, n_classes) are not checked on another."""
+    from omegaconf import open_dict
+
+    cfg = compose_config("data=my_dataset")
+    with open_dict(cfg):
+        del cfg.data.val_fraction
+        del cfg.data.test_fraction
+        cfg.data.noise = -1.0  # this dataset's own meaning
+        cfg.data.n_classes = 1
+    validate(cfg)
+    # The synthetic data still is: its noise is a standard deviation.
+    with pytest.raises(ConfigError, match=r"data.noise=-1.0 is not allowed"):
+        validate(compose_config("task=regression", "data=synthetic_regression", "data.noise=-1.0"))
+    # Where a dataset declares a split, the split is checked.
+    with pytest.raises(ConfigError, match=r"data.val_fraction=0.0 is not allowed"):
+        validate(compose_config("data=my_dataset", "data.val_fraction=0.0"))

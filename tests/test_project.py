@@ -231,3 +231,46 @@ def test_seedbed_update_stops_at_a_conflict_and_leaves_the_merge_to_you(
     code, _, err = _seedbed(capsys, "update", str(project))
     assert code == 1 and "conflicts in Makefile" in err and "git merge --abort" in err
     assert "<<<<<<<" in makefile.read_text()
+
+
+@pytest.mark.parametrize(
+    "recipe,why",
+    [
+        ("os.path", "it is a module"),
+        ("example.models.ResidualMLP", "it is a type"),
+        ("example.train.nowhere", "cannot be imported"),
+        ("train", "importable by its name"),
+    ],
+)
+def test_a_recipe_that_is_not_a_function_is_one_line_and_writes_nothing(recipe, why, tmp_path):
+    from helpers import run_cli
+
+    code, _, err = run_cli(tmp_path / "run", f"recipe={recipe}")
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, err
+    assert f"recipe={recipe!r} is not allowed" in lines[0]
+    assert why in lines[0] or why == "cannot be imported" and "nowhere" in lines[0], lines[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_your_own_package_is_trusted_by_eval_resume_and_verify_with_no_extra_step(tmp_path, capsys):
+    """The example's own model and dataset (package `example`, the recipe's) in a run read back:
+    eval, a forced resume and verify --against build them; no allow_targets anywhere."""
+    from helpers import IN_PROJECT, SMALL, run_cli
+
+    from seedbed import evaluate
+    from seedbed.tools import verify
+
+    own = ["model=residual_mlp", "data=my_dataset", "data.n_samples=256", "trainer.epochs=2"]
+    run = tmp_path / "run"
+    code, _, err = run_cli(run, *SMALL[1:], *own)
+    assert code == 0, err
+    assert "allow_targets" not in (PROJECT / "configs" / "train.yaml").read_text().split("#")[0]
+    assert "example.models.ResidualMLP" in (run / "config.yaml").read_text()
+
+    evaluated = evaluate.evaluate_checkpoint(run / "checkpoints" / "last.pt", "val")
+    assert evaluated["metrics"]
+    code, _, err = run_cli(None, f"resume={run}", "trainer.epochs=3")
+    assert code == 0, err
+    assert verify.main(["--against", str(run), "--out", str(tmp_path / "v"), *IN_PROJECT]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("identical")

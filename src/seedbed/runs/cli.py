@@ -69,9 +69,13 @@ def job(cfg: DictConfig) -> float:
     config names. Returns the monitored metric's final value (`task.monitor`: what an Optuna
     search optimises)."""
     jobs_started.append(1)
-    recipe = load_recipe(cfg.get("recipe"))
     hydra_config = HydraConfig.get()
     run_dir = Path(hydra_config.runtime.output_dir)
+    try:
+        recipe = load_recipe(cfg.get("recipe"))
+    except ConfigError as error:
+        error.hydra_record = run_dir  # type: ignore[attr-defined]  # removed once reported
+        raise
     overrides = list(hydra_config.overrides.task)
     if launched_rank() != 0:
         speak_only_as_rank_0(launched_rank())  # one console: rank 0's lines, others' warnings
@@ -88,6 +92,17 @@ def job(cfg: DictConfig) -> float:
         raise
     # The run's own monitor: a resumed run's config is the saved one, not this command's.
     return final[RunRecord(run_dir).data["monitor"]["metric"]]
+
+
+def _remove_hydras_record(run_dir: Path) -> None:
+    """Remove the run directory Hydra made for a job that could not start, where it holds
+    only Hydra's own record (`.hydra/`) and an empty train.log: nothing of a run is lost."""
+    entries = {p.name for p in run_dir.iterdir()} if run_dir.is_dir() else set()
+    log_file = run_dir / "train.log"
+    if entries <= {".hydra", "train.log"} and (
+        not log_file.exists() or not log_file.stat().st_size
+    ):
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _record_composition_failure(error: BaseException) -> Path | None:
@@ -374,6 +389,8 @@ def cli(config_dir: str | Path | None = None) -> None:
         stderr.release(drop=True)
         _print_sweep_end_after_a_failure()
         print(f"error: {error_line(error)}", file=sys.stderr)
+        if (record := getattr(error, "hydra_record", None)) is not None:
+            _remove_hydras_record(record)  # a recipe that cannot run: nothing written
         if isinstance(error, KeyboardInterrupt):
             sys.exit(exit_status(getattr(error, "signum", signal.SIGINT)))
         sys.exit(EXIT_USER_ERROR)
