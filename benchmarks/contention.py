@@ -30,7 +30,7 @@ def train_wall_seconds(run_dir: Path, overrides: list[str], busy: bool) -> float
     try:
         if hog is not None:
             time.sleep(0.5)  # let it take its core first
-        command = [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run_dir}"]
+        command = [sys.executable, str(ROOT / "example" / "train.py"), f"hydra.run.dir={run_dir}"]
         started = time.perf_counter()
         subprocess.run(
             [*command, "trainer.epochs=2", *overrides],

@@ -174,7 +174,7 @@ def bench_startup(repeats: int) -> Result:
         bare.write_text(bare_startup_script())
         train = [
             sys.executable,
-            str(ROOT / "train.py"),
+            str(ROOT / "example" / "train.py"),
             "trainer.epochs=1",
             "trainer.limit_train_batches=1",
         ]

@@ -49,14 +49,21 @@ EXTRA = {
 }
 
 
+def entry(checkout: Path, script: str) -> Path:
+    """`train.py` or `eval.py` of a checkout: its example project's (seedbed 0.2 on), else
+    the checkout's own (earlier layouts), so that a before/after pair runs the same probe."""
+    project = checkout / "example" / script
+    return project if project.is_file() else checkout / script
+
+
 def command(checkout: Path, tool: str, args: list[str], run_dir: Path) -> list[str]:
     if tool == "train":  # Hydra's flags (-m) first
         flags = [a for a in args if a.startswith("-")]
         rest = [a for a in args if not a.startswith("-")]
-        train = [sys.executable, str(checkout / "train.py")]
+        train = [sys.executable, str(entry(checkout, "train.py"))]
         return [*train, *flags, f"hydra.run.dir={run_dir}", *rest]
     if tool == "eval":
-        return [sys.executable, str(checkout / "eval.py"), *args]
+        return [sys.executable, str(entry(checkout, "eval.py")), *args]
     return [sys.executable, "-m", f"seedbed.tools.{tool}", *args]
 
 

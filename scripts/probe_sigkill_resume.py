@@ -38,10 +38,17 @@ RUN = [
 ]
 
 
+def entry(checkout: Path, script: str) -> Path:
+    """`train.py` or `eval.py` of a checkout: its example project's (seedbed 0.2 on), else
+    the checkout's own (earlier layouts), so that a before/after pair runs the same probe."""
+    project = checkout / "example" / script
+    return project if project.is_file() else checkout / script
+
+
 def train(checkout: Path, run_dir: Path, *overrides: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(checkout / "src")}
     return subprocess.Popen(
-        [sys.executable, str(checkout / "train.py"), f"hydra.run.dir={run_dir}", *overrides],
+        [sys.executable, str(entry(checkout, "train.py")), f"hydra.run.dir={run_dir}", *overrides],
         cwd=run_dir.parent,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
