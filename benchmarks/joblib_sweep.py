@@ -20,7 +20,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def sweep(sweep_dir: Path, *overrides: str) -> tuple[float, list[str]]:
-    command = [sys.executable, str(ROOT / "example" / "train.py"), "-m", f"hydra.sweep.dir={sweep_dir}"]
+    command = [
+        sys.executable,
+        str(ROOT / "example" / "train.py"),
+        "-m",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
     start = time.perf_counter()
     subprocess.run([*command, *overrides], check=True, capture_output=True)
     seconds = time.perf_counter() - start

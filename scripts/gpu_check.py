@@ -77,7 +77,12 @@ def gpu_info() -> dict:
 
 def train(run_dir: Path, overrides: list[str]) -> dict:
     result = subprocess.run(
-        [sys.executable, str(ROOT / "example" / "train.py"), f"hydra.run.dir={run_dir}", *overrides],
+        [
+            sys.executable,
+            str(ROOT / "example" / "train.py"),
+            f"hydra.run.dir={run_dir}",
+            *overrides,
+        ],
         capture_output=True,
         text=True,
     )
