@@ -78,7 +78,7 @@ class Run:
     @property
     def losses(self) -> list[dict[str, Any]]:
         """metrics.jsonl's records of the training loss: step, epoch, loss, lr."""
-        return [r for r in read_metrics(self.dir / METRICS_FILE) if "train/loss" in r]
+        return [r for r in read_metrics(self.dir / METRICS_FILE) if r.get("kind") == "train"]
 
     @property
     def config(self) -> str:
@@ -177,6 +177,7 @@ class Project:
 def assert_identical(a: Run, b: Run, what: str) -> None:
     """The two runs' weights and loss series are equal bit for bit; else, where they part."""
     la, lb = a.losses, b.losses
+    assert la, f"{what}: {a.dir / METRICS_FILE} holds no training loss: nothing to compare"
     for ra, rb in zip(la, lb):
         assert ra == rb, f"{what}: the loss series part at step {ra.get('step')}: {ra} != {rb}"
     assert len(la) == len(lb), f"{what}: {len(la)} and {len(lb)} loss records"
