@@ -85,16 +85,16 @@ def build_everything(cfg) -> None:
     "group,option", [(g, o) for g in GROUPS for o in options(g)], ids=lambda v: str(v)
 )
 def test_every_option_composes_and_builds(group, option, npz_file, tmp_path, monkeypatch):
-    extra = ["data.n_samples=64"]
+    extra = ["task=classification", "data=synthetic", "data.n_samples=64"]
     if group == "model" and option == "cnn" or group == "data" and option == "synthetic_images":
         extra = ["data=synthetic_images", "model=cnn", "data.n_samples=64"]
     if group == "data" and option == "npz":
-        extra = [f"data.path={npz_file}"]
+        extra = ["task=classification", f"data.path={npz_file}"]
     if (group, option) in VISION or group == "model" and option == "resnet18":
         if not vision_usable():
             pytest.skip("the vision extra (torchvision) is not usable here")
         if group == "model":
-            extra = ["data=synthetic_images", "data.n_samples=64"]
+            extra = ["task=classification", "data=synthetic_images", "data.n_samples=64"]
         else:
             extra = VISION[(group, option)](tmp_path, monkeypatch)
     if (group, option) in (("task", "regression"), ("data", "synthetic_regression")):
@@ -141,11 +141,14 @@ BAD_INPUTS = [
     (["trainer.device=tpu"], "trainer.device='tpu' is not allowed: one of auto, cpu, cuda"),
     (["data=npz"], "data.path: Missing mandatory value"),
     (
-        ["task.monitor=val/rmse"],
+        ["task=classification", "task.monitor=val/rmse"],
         "task.monitor='val/rmse' is not allowed: a metric this task reports: val/loss, val/acc",
     ),
     (["task.mode=lowest"], "task.mode='lowest' is not allowed: min, max"),
-    (["task.label_smoothing=1.5"], "task.label_smoothing=1.5 is not allowed: a number in [0, 1)"),
+    (
+        ["task=classification", "task.label_smoothing=1.5"],
+        "task.label_smoothing=1.5 is not allowed: a number in [0, 1)",
+    ),
     (
         ["task.loss._target_=torch.nn.NoSuchLoss"],
         "task.loss._target_='torch.nn.NoSuchLoss' is not allowed",

@@ -164,7 +164,9 @@ class Scratch:
         if "<sweep>" in command:
             if not self.sweeps:
                 raise AssertionError(f"{command!r}: no sweep made before it")
-            command = command.replace("multirun/<sweep>", str(self.sweeps[-1].relative_to(self.path)))
+            command = command.replace(
+                "multirun/<sweep>", str(self.sweeps[-1].relative_to(self.path))
+            )
         assert not PLACEHOLDER.search(command), f"a placeholder left in {command!r}"
         return command
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import read_run, train_in_process
+from helpers import train_in_process
 
 from seedbed.data.sklearn_data import CASES, PNG_FOLDER, VECTOR_SETS, write_digits_png, write_npz
 from seedbed.data.sklearn_data import vector_set as load_vector_set

@@ -1,17 +1,19 @@
 """Small real datasets that ship inside scikit-learn, written the way seedbed reads data.
 
-    python -m seedbed.data.sklearn_data data/real      # needs scikit-learn: pip install -e '.[sklearn]'
+    python -m seedbed.data.sklearn_data data/real   # pip install -e '.[sklearn]'
 
 writes, without downloading anything (the data is inside the scikit-learn package):
 
-| file | task | what it is |
-|---|---|---|
-| `digits.npz` | classification | 1797 handwritten digits, 8x8 pixels as 64 values in 0..16, 10 classes |
-| `breast_cancer.npz` | classification | 569 tumours, 30 measurements, malignant or benign |
-| `wine.npz` | classification | 178 wines, 13 chemical measurements, 3 cultivars |
-| `diabetes.npz` | regression | 442 patients, 10 measurements, disease progression a year later (25..346) |
-| `digits_halves.npz` | regression, 26 outputs | the digits' top half (32 pixels) predicts the 26 pixels of the bottom half that are not nearly always blank |
-| `digits_png/<digit>/<n>.png` | classification, images | the digits as 8x8 grey PNGs, one folder per class (`data=image_folder`) |
+- `digits.npz`, classification: 1797 handwritten digits, 8x8 pixels as 64 values in 0..16,
+  10 classes;
+- `breast_cancer.npz`, classification: 569 tumours, 30 measurements, malignant or benign;
+- `wine.npz`, classification: 178 wines, 13 chemical measurements, 3 cultivars;
+- `diabetes.npz`, regression: 442 patients, 10 measurements as recorded, the disease's
+  progression a year later (25..346);
+- `digits_halves.npz`, regression with 26 outputs: the digits' top half (32 pixels)
+  predicts the 26 pixels of the bottom half that are not nearly always blank;
+- `digits_png/<digit>/<n>.png`, images: the digits as 8x8 grey PNGs, one folder per class
+  (`data=image_folder`).
 
 The files are the same bytes every time (PNG and .npz are written without timestamps).
 
@@ -29,6 +31,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -87,7 +90,7 @@ CASES = (
 )
 
 
-def _datasets() -> object:
+def _datasets() -> Any:
     try:
         from sklearn import datasets
     except ImportError as error:
@@ -139,8 +142,9 @@ def write_npz(path: Path, x: np.ndarray, y: np.ndarray) -> Path:
         for key, array in (("x", x), ("y", y)):
             buffer = io.BytesIO()
             np.lib.format.write_array(buffer, np.ascontiguousarray(array), allow_pickle=False)
-            archive.writestr(zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0)),
-                             buffer.getvalue())
+            archive.writestr(
+                zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0)), buffer.getvalue()
+            )
     return path
 
 
