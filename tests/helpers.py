@@ -11,12 +11,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 from seedbed.config import CONFIG_DIR, register_configs
 from seedbed.runs.cli import cli
+from seedbed.runs.record import weights_sha256
 from seedbed.runs.session import run_training
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +51,17 @@ TINY = [
     "trainer.log_every=4",
     "loader.batch_size=32",
 ]
+
+
+def batchnorm_hashable() -> bool:
+    """Whether a run of a BatchNorm model can finish: its 0-dim `num_batches_tracked` buffer
+    could not be fingerprinted (fixed by the records issue); until then such runs fail at
+    their end, and the tests that train one say so (xfail) instead of passing."""
+    try:
+        weights_sha256(torch.nn.BatchNorm2d(2).state_dict())
+    except RuntimeError:
+        return False
+    return True
 
 
 def run_python(

@@ -15,24 +15,14 @@ import logging
 from pathlib import Path
 
 import pytest
-import torch
-from helpers import train_in_process
+from helpers import batchnorm_hashable, train_in_process
 
 from seedbed.data.sklearn_data import CASES, PNG_FOLDER, VECTOR_SETS, write_digits_png, write_npz
 from seedbed.data.sklearn_data import vector_set as load_vector_set
-from seedbed.runs.record import weights_sha256
 from seedbed.task import constant_baseline
 from seedbed.train import build_task
 
 pytest.importorskip("sklearn")
-
-
-def batchnorm_hashable() -> bool:
-    try:
-        weights_sha256(torch.nn.BatchNorm2d(2).state_dict())
-    except RuntimeError:
-        return False
-    return True
 
 
 @pytest.fixture(scope="module")
