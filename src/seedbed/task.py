@@ -68,8 +68,8 @@ class Task(Protocol):
     """What the loop, evaluation, checkpoints and summaries need from a task.
 
     Optional: `constant_output(train_y, num_outputs)`, the best output that ignores the
-    input; with it, a run whose first epoch does no better warns that it is not learning
-    (`seedbed.learning`)."""
+    input; with it, a run that does no better by its first epoch of 50+ steps warns that it
+    is not learning (`seedbed.learning`)."""
 
     metrics: tuple[str, ...]
     monitor: Monitor

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from seedbed.compile import compile_model
 from seedbed.data.loader import build_batches
 from seedbed.init import init_weights
-from seedbed.learning import NotLearningWarning
+from seedbed.learning import NotLearningWarning, judged_epoch
 from seedbed.loop import EarlyStopping, LoopState, fit
 from seedbed.optim import build_optimizer, build_scheduler
 from seedbed.precision import build_precision
@@ -61,7 +61,10 @@ def train(cfg: DictConfig, run: RunSession) -> dict[str, Any]:
     )
     state = LoopState()
     early_stopping = EarlyStopping(task.monitor, **trainer.early_stopping)
-    not_learning = NotLearningWarning(task, data, cfg)  # one line if epoch 1 learned nothing
+    # One line if the run has learned nothing by its first epoch of 50+ steps.
+    not_learning = NotLearningWarning(
+        task, data, cfg, judged_epoch(steps_per_epoch, trainer.epochs)
+    )
 
     def after_validation(state: LoopState, val: dict[str, float]) -> None:
         not_learning(state, val)
