@@ -13,11 +13,15 @@ PIP := $(PY) -m pip install --disable-pip-version-check --progress-bar on -c req
 train: install  ## create .venv (the core: torch, numpy, hydra-core, omegaconf), run `python train.py $(ARGS)`
 	$(PY) train.py $(ARGS)
 
-test: install-dev  ## the whole test suite (slow tests included)
-	$(PY) -m pytest
+# One test process per core (pytest-xdist); each training run uses one torch thread. A test
+# module's tests stay together (--dist loadscope), so the runs they share are made once.
+PYTEST := $(PY) -m pytest -n auto --dist loadscope
+
+test: install-dev  ## the whole test suite (slow tests included), one process per core
+	$(PYTEST)
 
 test-fast: install-dev  ## the suite without the tests marked slow
-	$(PY) -m pytest -m "not slow"
+	$(PYTEST) -m "not slow"
 
 install: $(VENV)/.installed  ## seedbed and its core dependencies only
 install-dev: $(VENV)/.installed-dev  ## + the dev extra: test tools, linters, every tested extra

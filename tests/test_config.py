@@ -6,12 +6,22 @@ import numpy as np
 import pytest
 import torch
 from data_files import make_cifar10, make_image_folder, make_mnist
-from helpers import ROOT, compose_config, read_run, run_cli, run_train, train_in_process
+from helpers import (
+    MACHINERY,
+    ROOT,
+    compose_config,
+    read_run,
+    run_cli,
+    run_train,
+    train_in_process,
+)
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from seedbed.config import validate
 from seedbed.init import init_weights
 from seedbed.optim import build_optimizer, build_scheduler
+from seedbed.runs.cli import with_debug_from_env
 from seedbed.train import build_task
 
 GROUPS = [
@@ -85,16 +95,16 @@ def build_everything(cfg) -> None:
     "group,option", [(g, o) for g in GROUPS for o in options(g)], ids=lambda v: str(v)
 )
 def test_every_option_composes_and_builds(group, option, npz_file, tmp_path, monkeypatch):
-    extra = ["data.n_samples=64"]
+    extra = ["task=classification", "data=synthetic", "data.n_samples=64"]
     if group == "model" and option == "cnn" or group == "data" and option == "synthetic_images":
         extra = ["data=synthetic_images", "model=cnn", "data.n_samples=64"]
     if group == "data" and option == "npz":
-        extra = [f"data.path={npz_file}"]
+        extra = ["task=classification", f"data.path={npz_file}"]
     if (group, option) in VISION or group == "model" and option == "resnet18":
         if not vision_usable():
             pytest.skip("the vision extra (torchvision) is not usable here")
         if group == "model":
-            extra = ["data=synthetic_images", "data.n_samples=64"]
+            extra = ["task=classification", "data=synthetic_images", "data.n_samples=64"]
         else:
             extra = VISION[(group, option)](tmp_path, monkeypatch)
     if (group, option) in (("task", "regression"), ("data", "synthetic_regression")):
@@ -141,11 +151,14 @@ BAD_INPUTS = [
     (["trainer.device=tpu"], "trainer.device='tpu' is not allowed: one of auto, cpu, cuda"),
     (["data=npz"], "data.path: Missing mandatory value"),
     (
-        ["task.monitor=val/rmse"],
+        ["task=classification", "task.monitor=val/rmse"],
         "task.monitor='val/rmse' is not allowed: a metric this task reports: val/loss, val/acc",
     ),
     (["task.mode=lowest"], "task.mode='lowest' is not allowed: min, max"),
-    (["task.label_smoothing=1.5"], "task.label_smoothing=1.5 is not allowed: a number in [0, 1)"),
+    (
+        ["task=classification", "task.label_smoothing=1.5"],
+        "task.label_smoothing=1.5 is not allowed: a number in [0, 1)",
+    ),
     (
         ["task.loss._target_=torch.nn.NoSuchLoss"],
         "task.loss._target_='torch.nn.NoSuchLoss' is not allowed",
@@ -261,3 +274,20 @@ def test_console_names_pinned_seed_streams(tmp_path, caplog):
     train_in_process(tmp_path / "run", "data.n_samples=256", "trainer.epochs=1", "seeds.init=7")
     [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("run dir ")]
     assert "  seed 0 (pinned: seeds.init=7)  " in line
+
+
+def test_seedbed_debug_in_the_environment_makes_a_new_run_a_debug_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEEDBED_DEBUG", "smoke")
+    assert with_debug_from_env(["seed=1"]) == ["seed=1", "debug=smoke"]
+    assert with_debug_from_env(["-m", "seed=0,1"]) == ["-m", "seed=0,1", "debug=smoke"]
+    # A debug= of the command wins; a resume keeps its saved config, a rerun its own.
+    for kept in (["debug=smoke"], ["resume.path=outputs/train/x"], ["--config-name", "c"]):
+        assert with_debug_from_env(kept) == kept
+    code, _, err = run_cli(tmp_path / "run", *MACHINERY)
+    assert code == 0, err
+    saved = OmegaConf.load(tmp_path / "run" / "config.yaml")
+    assert (saved.trainer.epochs, saved.trainer.limit_train_batches) == (1, 5)
+    assert "debug=smoke" in read_run(tmp_path / "run")["command"]
+
+    monkeypatch.delenv("SEEDBED_DEBUG")
+    assert with_debug_from_env(["seed=1"]) == ["seed=1"]

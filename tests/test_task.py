@@ -129,9 +129,10 @@ def test_monitoring_accuracy_picks_best_pt_by_accuracy(tmp_path):
     assert best["loop"]["step"] == first_best["step"]
 
 
-def expected_stop_epoch(values: list[float], patience: int, min_delta: float) -> int | None:
+def expected_stop(values: list[float], patience: int, min_delta: float) -> tuple[int, float]:
     """The rule, written out again: the epoch (from 1) after which `patience` validations in a
-    row have not beaten the best loss so far by more than `min_delta`."""
+    row have not beaten the best loss so far by more than `min_delta`, and that best (the
+    last value that beat it by more: a smaller gain is no new best)."""
     best, stale = math.inf, 0
     for epoch, value in enumerate(values, start=1):
         if value < best - min_delta:
@@ -139,8 +140,8 @@ def expected_stop_epoch(values: list[float], patience: int, min_delta: float) ->
         else:
             stale += 1
         if stale >= patience:
-            return epoch
-    return None
+            return epoch, best
+    return None, best
 
 
 @pytest.fixture(scope="module")
@@ -156,12 +157,12 @@ def test_early_stopping_stops_where_the_rule_says_and_records_it(stopped_early):
     vals = [
         r["val/loss"] for r in read_metrics(stopped_early / "metrics.jsonl") if r["kind"] == "val"
     ]
-    expected = expected_stop_epoch(vals, patience=2, min_delta=0.05)
+    expected, best = expected_stop(vals, patience=2, min_delta=0.05)
     assert expected is not None and expected < 12  # it did stop early, at the last validation
     assert len(vals) == expected == record["final_metrics"]["epochs"]
     summary = record["early_stopping"]
     assert summary["stopped_early"] is True and summary["epoch"] == expected
-    assert summary["metric"] == "val/loss" and summary["best"] == min(vals)
+    assert summary["metric"] == "val/loss" and summary["best"] == best
 
 
 @pytest.mark.slow

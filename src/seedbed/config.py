@@ -216,8 +216,10 @@ class ImageFolderDataConfig:
     _recursive_: bool = False
     root: str = MISSING
     """The folder whose sub-folders are the classes."""
-    image_size: int = 224
-    """Height and width of the images the default transforms produce."""
+    image_size: int | None = None
+    """Height and width of the images the default transforms produce; null: the first
+    image's shorter side, at most 224 (small images are not upscaled; run.json's
+    `data.image_size` says which size was used)."""
     val_fraction: float = 0.2
     """Fraction of the images held out for validation (by `seed`)."""
     test_fraction: float = 0.0
@@ -275,6 +277,11 @@ class RegressionTaskConfig:
     a sweep's summary: val/loss, val/rmse or val/mae."""
     mode: str | None = None
     """min or max; null: min (every regression metric is an error)."""
+    normalize_targets: str = "standard"
+    """standard: each target column is standardised with the mean and std of the training
+    split for training (saved in every checkpoint, like the inputs'); the loss and metrics
+    are still reported in the target's own units. none: the model learns the targets as
+    stored. A target that does not vary on the training split cannot be standardised."""
 
 
 @dataclass
@@ -322,7 +329,8 @@ class InitConfig:
 
 @dataclass
 class SGDConfig:
-    """Stochastic gradient descent with momentum."""
+    """Stochastic gradient descent with momentum (`optim=sgd`; the default is AdamW). lr 0.05
+    suits the synthetic default, not every model: on the digits as images it stays at chance."""
 
     _target_: str = "torch.optim.SGD"
     lr: float = 0.05
@@ -337,7 +345,8 @@ class SGDConfig:
 
 @dataclass
 class AdamWConfig:
-    """Adam with decoupled weight decay."""
+    """Adam with decoupled weight decay: the default for every packaged model and task, chosen
+    from runs on real data (README, "Real data at the defaults")."""
 
     _target_: str = "torch.optim.AdamW"
     lr: float = 1e-3

@@ -38,4 +38,9 @@ class _TorchvisionOpsFinder:
         return None
 
 
-sys.meta_path.insert(0, _TorchvisionOpsFinder())
+# Once per process: a pytest-xdist worker starts with this directory on PYTHONPATH (so this
+# file has run) and then runs conftest.py, which runs it again; two finders would define the
+# two schemas twice, and torchvision would then not import at all.
+if not getattr(sys, "_seedbed_torchvision_shim", False):
+    sys._seedbed_torchvision_shim = True  # type: ignore[attr-defined]
+    sys.meta_path.insert(0, _TorchvisionOpsFinder())
