@@ -13,8 +13,12 @@ PIP := $(PY) -m pip install --disable-pip-version-check --progress-bar on -c req
 train: install  ## create .venv (seedbed, its core, the example project), run the example's train.py
 	cd example && $(abspath $(PY)) train.py $(ARGS)
 
-test: install-dev  ## the library's whole suite (slow included; it runs a new project's make test)
-	$(PY) -m pytest
+# One test process per core (pytest-xdist); each training run uses one torch thread. A test
+# module's tests stay together (--dist loadscope), so the runs they share are made once.
+PYTEST := $(PY) -m pytest -n auto --dist loadscope
+
+test: install-dev  ## the library's whole suite (slow included: it runs a new project's make test too)
+	$(PYTEST)
 
 test-example: install-dev  ## the example project's own tests, run in it as a user runs them
 	cd example && $(abspath $(PY)) -m pytest
@@ -23,7 +27,7 @@ example: install-dev  ## render example/ afresh from the template (after changin
 	$(PY) scripts/render_example.py
 
 test-fast: install-dev  ## the suite without the tests marked slow
-	$(PY) -m pytest -m "not slow"
+	$(PYTEST) -m "not slow"
 
 install: $(VENV)/.installed  ## seedbed and its core dependencies only
 install-dev: $(VENV)/.installed-dev  ## + the dev extra: test tools, linters, every tested extra
@@ -67,7 +71,7 @@ lock: install-dev  ## rewrite requirements.lock's pins from .venv (after changin
 	sed -n '/^#/!q;p' requirements.lock > requirements.lock.new
 	$(PY) -m pip freeze --all --exclude-editable | grep -v '^pip==' | sed 's/+cpu$$//' \
 		>> requirements.lock.new
-	mv requirements.lock.new requirements.lock
+	mv requirements.lock.new $(realpath requirements.lock)  # the template's: one lock for both
 
 clean:  ## caches and build files (run records stay: see clean-runs)
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build src/*.egg-info

@@ -341,6 +341,46 @@ def bench_peer(repeats: int) -> Result | None:
     )
 
 
+def bench_defaults(repeats: int) -> Result | None:
+    """Each packaged model on its real data at the defaults: seconds of training until the
+    validation metric first beats a constant prediction by the case's margin."""
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        return None
+    from defaults import constant_prediction, quiet, real_data, train  # noqa: PLC0415
+
+    from seedbed.data.sklearn_data import CASES
+
+    quiet()
+    samples: dict[str, list[float]] = {}
+    reached_at: dict[str, str] = {}
+    with real_data() as root, tempfile.TemporaryDirectory() as runs:
+        for case in CASES:
+            constant = constant_prediction(case, root)
+            for repeat in range(repeats):
+                run_dir = Path(runs) / f"{case.name}-{repeat}".replace(" ", "_")
+                trained = train(case, root, [], run_dir)
+                epoch = next(
+                    (n for n, v in enumerate(trained.values, 1) if case.reached(v, constant)), None
+                )
+                # Epochs cost alike: the loop's time up to the first epoch that reached it.
+                seconds = math.nan if epoch is None else trained.fit_seconds * epoch / 10
+                samples.setdefault(case.name, []).append(seconds)
+                reached_at[case.name] = (
+                    f"epoch {epoch}" if epoch else "not reached"
+                ) + f", final {case.metric} {trained.values[-1]:.3f} vs constant {constant:.3f}"
+    return Result(
+        name="defaults",
+        unit="s",
+        reference=CASES[0].name,
+        samples=samples,
+        note="to the case's margin over a constant prediction (seedbed.data.sklearn_data.CASES), "
+        "at the defaults, in-process, 1 thread; "
+        + "; ".join(f"{name}: {where}" for name, where in reached_at.items()),
+    )
+
+
 def bench_transforms(repeats: int) -> Result | None:
     """Seconds per epoch of an image-folder pipeline: seedbed's loader vs DataLoader."""
     try:
@@ -369,6 +409,7 @@ BENCHMARKS: dict[str, Callable[[int], Result | None]] = {
     "threads": bench_threads,
     "peer": bench_peer,
     "transforms": bench_transforms,
+    "defaults": bench_defaults,
 }
 
 

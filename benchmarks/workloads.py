@@ -257,7 +257,7 @@ x = centres[y] + rng.standard_normal((8192, 32))
 x, y = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y)
 model = nn.Sequential(nn.Linear(32, 128), nn.ReLU(), nn.Dropout(0.1), nn.Linear(128, 128),
                       nn.ReLU(), nn.Dropout(0.1), nn.Linear(128, 10))
-optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
 loss = F.cross_entropy(model(x[:64]), y[:64])
 loss.backward()
 optimizer.step()

@@ -3,13 +3,17 @@ process and for every training process the tests start."""
 
 import os
 import runpy
+import sys
 from pathlib import Path
 
 SITE = Path(__file__).resolve().parent / "site"
 os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (str(SITE), os.environ.get("PYTHONPATH")) if p
 )
-runpy.run_path(str(SITE / "sitecustomize.py"))  # this process: it started before the variable
+# This process started before the variable; a pytest-xdist worker started after it, and has
+# imported the shim already (a second copy would register its operators twice).
+if getattr(sys.modules.get("sitecustomize"), "__file__", None) != str(SITE / "sitecustomize.py"):
+    runpy.run_path(str(SITE / "sitecustomize.py"))
 
 
 import pytest  # noqa: E402

@@ -30,11 +30,34 @@ EVAL = str(PROJECT / "eval.py")
 # verify runs a project's train.py: the tools' flag naming it, when not run in its root.
 IN_PROJECT = ["--project", str(PROJECT)]
 use_project(PROJECT_CONFIGS)  # what the tests' in-process runs trust: the example's configs
+# The experiment the machinery tests run, named in full: they test the machinery, not the
+# default experiment, so a project that makes another one its default (configs/train.yaml)
+# keeps them green. A later override on the same command line still wins.
+MACHINERY = [
+    "task=classification",
+    "data=synthetic",
+    "model=mlp",
+    "init=kaiming_uniform",
+    "optim=adamw",
+    "sched=none",
+]
 # Small enough for a test, large enough to have several epochs, batches and log records.
-SMALL = ["data.n_samples=576", "trainer.epochs=2", "trainer.log_every=4", "loader.batch_size=32"]
+SMALL = [
+    *MACHINERY,
+    "data.n_samples=576",
+    "trainer.epochs=2",
+    "trainer.log_every=4",
+    "loader.batch_size=32",
+]
 # Smaller, where a test runs several trainings (sweeps, DDP): 2 epochs of 9 batches; split
 # over 2 ranks, the 270 training samples give each rank 135 with no padding.
-TINY = ["data.n_samples=385", "trainer.epochs=2", "trainer.log_every=4", "loader.batch_size=32"]
+TINY = [
+    *MACHINERY,
+    "data.n_samples=385",
+    "trainer.epochs=2",
+    "trainer.log_every=4",
+    "loader.batch_size=32",
+]
 
 
 def run_python(

@@ -38,7 +38,7 @@ TINY = [
     "loader.batch_size=32",
     "checkpoint.every_steps=2",
 ]
-NPZ = ["data=npz", *TINY[1:]]  # a file's samples: no n_samples
+NPZ = [*(o for o in TINY if not o.startswith("data.n_samples")), "data=npz"]  # no n_samples
 
 
 @dataclass
@@ -173,12 +173,15 @@ OVERRIDES = [
     (["optim.lr=-1"], "optim.lr"),
     (["optim.lr=inf"], "optim.lr"),
     (["optim.lr=nan"], "optim.lr"),
-    (["optim.momentum=-1"], "optim.momentum"),
+    (["optim=sgd", "optim.momentum=-1"], "optim.momentum"),
     (["optim.weight_decay=-0.1"], "optim.weight_decay"),
     (["optim=adamw", "optim.betas=[1.5,0.9]"], "optim.betas"),
     (["optim=adamw", "optim.betas=[0.9]"], "optim.betas"),
     (["optim=adamw", "optim.eps=0"], "optim.eps"),
-    (["+optim.momentun=0.5"], "optim.momentun=0.5 is not allowed: a key of optim: did you mean"),
+    (
+        ["optim=sgd", "+optim.momentun=0.5"],
+        "optim.momentun=0.5 is not allowed: a key of optim: did you mean",
+    ),
     (["++trainer.epoch=2"], "did you mean trainer.epochs"),
     (["+loader.batchsize=8"], "did you mean loader.batch_size"),
     (["++trainer.fast_dev_run=true"], "trainer.fast_dev_run"),

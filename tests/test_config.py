@@ -6,13 +6,23 @@ import numpy as np
 import pytest
 import torch
 from data_files import make_cifar10, make_image_folder, make_mnist
-from helpers import PROJECT_CONFIGS, compose_config, read_run, run_cli, run_train, train_in_process
+from helpers import (
+    MACHINERY,
+    PROJECT_CONFIGS,
+    compose_config,
+    read_run,
+    run_cli,
+    run_train,
+    train_in_process,
+)
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from seedbed.core.errors import ConfigError
 from seedbed.core.paths import LIBRARY_CONFIGS
 from seedbed.init import init_weights
 from seedbed.optim import build_optimizer, build_scheduler
+from seedbed.runs.cli import with_debug_from_env
 from seedbed.runs.hydra import validate
 from seedbed.task import build_task
 
@@ -89,16 +99,16 @@ def build_everything(cfg) -> None:
     "group,option", [(g, o) for g in GROUPS for o in options(g)], ids=lambda v: str(v)
 )
 def test_every_option_composes_and_builds(group, option, npz_file, tmp_path, monkeypatch):
-    extra = ["data.n_samples=64"]
+    extra = ["task=classification", "data=synthetic", "data.n_samples=64"]
     if group == "model" and option == "cnn" or group == "data" and option == "synthetic_images":
         extra = ["data=synthetic_images", "model=cnn", "data.n_samples=64"]
     if group == "data" and option == "npz":
-        extra = [f"data.path={npz_file}"]
+        extra = ["task=classification", f"data.path={npz_file}"]
     if (group, option) in VISION or group == "model" and option == "resnet18":
         if not vision_usable():
             pytest.skip("the vision extra (torchvision) is not usable here")
         if group == "model":
-            extra = ["data=synthetic_images", "data.n_samples=64"]
+            extra = ["task=classification", "data=synthetic_images", "data.n_samples=64"]
         else:
             extra = VISION[(group, option)](tmp_path, monkeypatch)
     if (group, option) == ("task", "multilabel"):  # the example project's own task
@@ -152,11 +162,14 @@ BAD_INPUTS = [
     (["trainer.device=tpu"], "trainer.device='tpu' is not allowed: one of auto, cpu, cuda"),
     (["data=npz"], "data.path: Missing mandatory value"),
     (
-        ["task.monitor=val/rmse"],
+        ["task=classification", "task.monitor=val/rmse"],
         "task.monitor='val/rmse' is not allowed: a metric this task reports: val/loss, val/acc",
     ),
     (["task.mode=lowest"], "task.mode='lowest' is not allowed: min, max"),
-    (["task.label_smoothing=1.5"], "task.label_smoothing=1.5 is not allowed: a number in [0, 1)"),
+    (
+        ["task=classification", "task.label_smoothing=1.5"],
+        "task.label_smoothing=1.5 is not allowed: a number in [0, 1)",
+    ),
     (
         ["task.loss._target_=torch.nn.NoSuchLoss"],
         "task.loss._target_='torch.nn.NoSuchLoss' is not allowed",
@@ -292,3 +305,20 @@ def test_a_dataset_of_your_own_is_asked_only_about_the_keys_it_declares():
     # Where a dataset declares a split, the split is checked.
     with pytest.raises(ConfigError, match=r"data.val_fraction=0.0 is not allowed"):
         validate(compose_config("data=my_dataset", "data.val_fraction=0.0"))
+
+
+def test_seedbed_debug_in_the_environment_makes_a_new_run_a_debug_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEEDBED_DEBUG", "smoke")
+    assert with_debug_from_env(["seed=1"]) == ["seed=1", "debug=smoke"]
+    assert with_debug_from_env(["-m", "seed=0,1"]) == ["-m", "seed=0,1", "debug=smoke"]
+    # A debug= of the command wins; a resume keeps its saved config, a rerun its own.
+    for kept in (["debug=smoke"], ["resume.path=outputs/train/x"], ["--config-name", "c"]):
+        assert with_debug_from_env(kept) == kept
+    code, _, err = run_cli(tmp_path / "run", *MACHINERY)
+    assert code == 0, err
+    saved = OmegaConf.load(tmp_path / "run" / "config.yaml")
+    assert (saved.trainer.epochs, saved.trainer.limit_train_batches) == (1, 5)
+    assert "debug=smoke" in read_run(tmp_path / "run")["command"]
+
+    monkeypatch.delenv("SEEDBED_DEBUG")
+    assert with_debug_from_env(["seed=1"]) == ["seed=1"]

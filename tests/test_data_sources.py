@@ -12,6 +12,7 @@ import torch
 from data_files import make_cifar10, make_mnist
 from helpers import (
     EVAL,
+    MACHINERY,
     compose_config,
     read_run,
     run_cli,
@@ -174,7 +175,10 @@ def test_data_kept_on_the_device_gives_the_same_weights(tmp_path, device):
 
 
 def test_data_on_the_device_with_augmentation_is_refused_in_one_line(tmp_path):
-    code, _, err = run_cli(tmp_path / "run", "loader.on_device=true", "trainer.epochs=1")
+    # MACHINERY's data, synthetic, is augmented by default.
+    code, _, err = run_cli(
+        tmp_path / "run", *MACHINERY, "loader.on_device=true", "trainer.epochs=1"
+    )
     assert code == 2
     assert err.splitlines()[-1].startswith("error: loader.on_device=True is not allowed")
 

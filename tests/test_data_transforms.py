@@ -4,6 +4,7 @@ Dataset drawing from `random`, `np.random` and torch, give the same bits for any
 
 from __future__ import annotations
 
+import multiprocessing
 import signal
 from pathlib import Path
 
@@ -137,6 +138,7 @@ def test_a_corrupt_image_is_named_in_one_line_even_from_a_worker(tmp_path):
     )
     assert code == 2
     assert str(corrupt) in err.splitlines()[-1] and "Traceback" not in err
+    assert multiprocessing.active_children() == []  # the workers are stopped, not left waiting
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import train_in_process
+from helpers import MACHINERY, train_in_process
 
 from seedbed.core.checkpoint import load_checkpoint
 from seedbed.core.errors import SeedbedError
@@ -16,8 +16,12 @@ from seedbed.core.record import read_metrics
 from seedbed.tools import verify
 
 # 112 training samples in batches of 32: 4 steps an epoch, 12 in all, the lr of every step
-# logged; a checkpoint every 2 steps, all kept.
+# logged; a checkpoint every 2 steps, all kept. SGD at lr 0.05 named in full: the cases below
+# change its settings (and change it for AdamW, the default).
 RUN = [
+    *MACHINERY,
+    "optim=sgd",
+    "optim.lr=0.05",
     "data.n_samples=160",
     "trainer.epochs=3",
     "loader.batch_size=32",

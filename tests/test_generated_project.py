@@ -107,7 +107,7 @@ def project(tmp_path_factory) -> tuple[Path, Path]:
     return root, python
 
 
-def test_make_train_and_make_test_in_a_new_project(project):
+def test_make_train_make_test_and_make_lint_in_a_new_project(project):
     root, python = project
     trained = run(
         [MAKE, "train", "ARGS=trainer.epochs=2 hydra.run.dir=outputs/first"], root, python
@@ -119,6 +119,8 @@ def test_make_train_and_make_test_in_a_new_project(project):
     tested = run([MAKE, "test"], root, python)
     assert tested.returncode == 0, tested.stdout[-4000:] + tested.stderr[-2000:]
     assert " passed" in tested.stdout and " failed" not in tested.stdout
+    linted = run([MAKE, "lint"], root, python)  # the template's code passes its own linters
+    assert linted.returncode == 0, linted.stdout[-3000:] + linted.stderr[-2000:]
 
 
 def test_a_library_fix_arrives_by_reinstalling_and_no_project_file_changes(project, tmp_path):

@@ -103,6 +103,8 @@ def scratch_copy(tmp_path: Path) -> Path:
     """The Makefile and what its stamps depend on, in a scratch directory, as if installed."""
     for name in ("Makefile", "requirements.lock", "pyproject.toml"):
         shutil.copy(ROOT / name, tmp_path)
+    (tmp_path / "example").mkdir()  # the example project's, which the install stamp follows
+    shutil.copy(PROJECT / "pyproject.toml", tmp_path / "example")
     venv_bin = tmp_path / ".venv" / "bin"
     venv_bin.mkdir(parents=True)
     # A stand-in python: `pip freeze` prints two pins and pip itself; nothing else runs.

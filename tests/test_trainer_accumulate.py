@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from helpers import SMALL, TRAIN, read_run, run_cli, run_train, train_in_process
+from helpers import MACHINERY, SMALL, TRAIN, read_run, run_cli, run_train, train_in_process
 from test_resume import assert_same_run
 from trainer_support import (
     SIGNAL_AT_BATCH_ENV,
@@ -65,6 +65,8 @@ def train_losses(run_dir):
 def test_four_batches_of_16_make_the_step_of_one_batch_of_64(tmp_path):
     # A linear model and plain SGD: the accumulated gradient must equal the large batch's.
     common = [
+        *MACHINERY,
+        "optim=sgd",
         "data.n_samples=640",  # 448 training samples: 7 batches of 64, 28 of 16
         "data.augment=null",
         "model.hidden=[]",

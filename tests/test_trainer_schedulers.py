@@ -16,7 +16,8 @@ from seedbed.core.record import read_metrics
 from seedbed.optim import build_scheduler
 from seedbed.runs.resume import is_safe_on_resume
 
-LR = 0.05  # SGD's default
+LR = 0.05  # SGD's default: these tests schedule SGD's learning rate
+SGD = [*SMALL, "optim=sgd"]
 # Every validation counts as a stall unless the loss halves: the plateau comes early.
 STALLING = ["sched=plateau", "sched.threshold=0.5", "sched.patience=1", "trainer.val_every_steps=2"]
 
@@ -31,7 +32,7 @@ def lrs(run_dir):
 
 
 def test_plateau_lowers_the_lr_when_the_monitored_metric_stalls(tmp_path):
-    train_in_process(tmp_path / "run", *SMALL, *STALLING, "trainer.log_every=1")
+    train_in_process(tmp_path / "run", *SGD, *STALLING, "trainer.log_every=1")
     records = read_metrics(tmp_path / "run" / "metrics.jsonl")
     vals = [r["val/loss"] for r in records if r["kind"] == "val"]
     series = [lr for _, lr in lrs(tmp_path / "run")]
@@ -53,7 +54,7 @@ def test_plateau_on_a_task_without_a_monitored_metric_is_refused():
 
 
 def test_onecycle_ends_on_its_final_lr_at_the_runs_last_step(tmp_path):
-    record = train_in_process(tmp_path / "run", *SMALL, "sched=onecycle", "trainer.log_every=1")
+    record = train_in_process(tmp_path / "run", *SGD, "sched=onecycle", "trainer.log_every=1")
     series = lrs(tmp_path / "run")
     steps = record["final_metrics"]["steps"]
     assert series[-1][0] == steps == 26
@@ -65,7 +66,7 @@ def test_onecycle_ends_on_its_final_lr_at_the_runs_last_step(tmp_path):
 
 def test_warmup_cosine_rises_then_ends_on_eta_min_at_the_last_step(tmp_path):
     overrides = ["sched=warmup_cosine", "sched.warmup_steps=5", "sched.eta_min=0.001"]
-    train_in_process(tmp_path / "run", *SMALL, *overrides, "trainer.log_every=1")
+    train_in_process(tmp_path / "run", *SGD, *overrides, "trainer.log_every=1")
     series = [lr for _, lr in lrs(tmp_path / "run")]
     assert len(series) == 26
     assert series[:6] == sorted(series[:6]) and math.isclose(series[5], LR)
@@ -79,7 +80,7 @@ def test_warmup_cosine_rises_then_ends_on_eta_min_at_the_last_step(tmp_path):
     ids=["plateau", "onecycle", "warmup_cosine"],
 )
 def test_a_schedule_resumes_exactly(tmp_path, monkeypatch, sched):
-    overrides = [*SMALL, *sched, "checkpoint.every_steps=3"]
+    overrides = [*SGD, *sched, "checkpoint.every_steps=3"]
     train_in_process(tmp_path / "whole", *overrides)
     stopped_by_sigterm_at_step(tmp_path / "run", monkeypatch, 17, *overrides)
     train_in_process(tmp_path / "run", f"resume={tmp_path / 'run'}")
@@ -96,7 +97,7 @@ def test_longer_run_is_refused_on_resume_for_schedules_over_the_whole_run(sched)
 
 def test_extending_a_onecycle_run_is_refused_with_the_reason(tmp_path):
     run_dir = tmp_path / "run"
-    record = train_in_process(run_dir, *SMALL, "sched=onecycle")
+    record = train_in_process(run_dir, *SGD, "sched=onecycle")
     with pytest.raises(SeedbedError, match="trainer.epochs: 2 -> 3.*sized from the run's length"):
         train_in_process(run_dir, f"resume={run_dir}", "trainer.epochs=3")
     assert read_run(run_dir)["weights_sha256"] == record["weights_sha256"]  # nothing lost

@@ -75,6 +75,8 @@ def evaluate_checkpoint(
     target = target or resolve_device(cfg.trainer.device, key="device")
     task = build_task(cfg.task)
     data = task.prepare(instantiate(cfg.data, **_data_arguments(cfg, path, checkpoint)))
+    if data.target_normalization is not None and checkpoint.get("target_normalization"):
+        data.target_normalization.load_state_dict(checkpoint["target_normalization"])
     splits = data.splits()
     if split not in splits:
         raise ConfigError(

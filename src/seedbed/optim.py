@@ -114,7 +114,8 @@ def warmup_cosine(
 
 @dataclass
 class SGDConfig:
-    """Stochastic gradient descent with momentum."""
+    """Stochastic gradient descent with momentum (`optim=sgd`; the default is AdamW). lr 0.05
+    suits the synthetic default, not every model: on the digits as images it stays at chance."""
 
     _target_: str = "torch.optim.SGD"
     lr: float = 0.05
@@ -129,7 +130,8 @@ class SGDConfig:
 
 @dataclass
 class AdamWConfig:
-    """Adam with decoupled weight decay."""
+    """Adam with decoupled weight decay: the default for every packaged model and task, chosen
+    from runs on real data (docs/real-data.md)."""
 
     _target_: str = "torch.optim.AdamW"
     lr: float = 1e-3

@@ -25,6 +25,8 @@ from torch import Tensor, nn
 
 from seedbed.core.errors import ConfigError
 from seedbed.data.arrays import DataSplits
+from seedbed.data.normalize import MODES as NORMALIZE_MODES
+from seedbed.data.normalize import Normalization
 
 # Bounds what a label may be before it sizes the model's output layer: a stray id of 10**9
 # must be one clear line, not a 512 GB allocation.
@@ -64,7 +66,11 @@ class Monitor:
 
 
 class Task(Protocol):
-    """What the loop, evaluation, checkpoints and summaries need from a task."""
+    """What the loop, evaluation, checkpoints and summaries need from a task.
+
+    Optional: `constant_output(train_y, num_outputs)`, the best output that ignores the
+    input; with it, a run that does no better by its first epoch of 50+ steps warns that it
+    is not learning (`seedbed.learning`)."""
 
     metrics: tuple[str, ...]
     monitor: Monitor
@@ -82,6 +88,20 @@ class Task(Protocol):
         """The metrics (named as in `metrics`) from the sums over `count` samples."""
 
 
+@torch.no_grad()
+def constant_baseline(task: Any, data: DataSplits) -> dict[str, float] | None:
+    """The task's validation metrics of a model that ignores its input and always outputs
+    `task.constant_output(...)` (the most frequent class, the mean target); None for a task
+    without one. What a run must beat to have learned anything."""
+    constant = getattr(task, "constant_output", None)
+    if constant is None:
+        return None
+    y = torch.as_tensor(data.val.y)
+    output = constant(torch.as_tensor(data.train.y), data.num_outputs)
+    sums = task.metric_sums(output.expand(len(y), -1), y)
+    return {f"val/{name}": value for name, value in task.reduce(sums, len(y)).items()}
+
+
 def build_loss(loss: Any) -> nn.Module:
     """The loss module from its config (a `_target_`), or one line naming what is wrong."""
     target = loss.get("_target_") if hasattr(loss, "get") else loss
@@ -97,6 +117,7 @@ def build_loss(loss: Any) -> nn.Module:
     return module
 
 
+@torch.no_grad()
 def check_loss_accepts(task: Any, data: DataSplits) -> None:
     """Call the task's loss once on zeros shaped like the model's output and two training
     targets, so that a loss refusing its settings (HuberLoss with delta <= 0) is one line
@@ -161,6 +182,12 @@ class Classification:
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
         return self.loss_fn(output, target)
 
+    def constant_output(self, train_y: Tensor, num_outputs: int) -> Tensor:
+        """The best output that ignores the input: the log of the training split's class
+        frequencies (add-one smoothed), so its accuracy is the most frequent class's."""
+        counts = torch.bincount(train_y, minlength=num_outputs).double() + 1
+        return (counts / counts.sum()).log().float()
+
     def metric_sums(self, output: Tensor, target: Tensor) -> dict[str, Tensor]:
         return {
             "loss": self.loss_fn(output, target).double() * len(target),
@@ -173,14 +200,35 @@ class Classification:
 
 
 class Regression:
-    """Real-valued targets, one value or a vector per sample: MSE by default; RMSE and MAE."""
+    """Real-valued targets, one value or a vector per sample: MSE by default; RMSE and MAE.
+
+    With `normalize_targets="standard"` (the config's default) each target column is
+    standardised with the mean and std of the training split: the model learns targets of
+    mean 0 and std 1 whatever their offset and scale, so one learning rate fits every target.
+    Everything a person reads is in the target's own units: the model's outputs are mapped
+    back (`predict`) before any metric, so `val/loss`, `val/rmse`, `val/mae`, eval.py's
+    results and the logged training loss are those of the predictions in target units. The
+    statistics (`self.targets`, also `data.target_normalization`) are a checkpoint part, like
+    the input statistics."""
 
     metrics = ("loss", "rmse", "mae")
     higher_is_better: set[str] = set()
 
-    def __init__(self, loss: Any, monitor: str = "val/loss", mode: Any = None) -> None:
+    def __init__(
+        self,
+        loss: Any,
+        monitor: str = "val/loss",
+        mode: Any = None,
+        normalize_targets: str = "none",  # "none": what a run saved before the key did
+    ) -> None:
+        if normalize_targets not in NORMALIZE_MODES:
+            raise ConfigError(
+                "task.normalize_targets", normalize_targets, f"one of {', '.join(NORMALIZE_MODES)}"
+            )
         self.loss_fn = build_loss(loss)
         self.monitor = Monitor.of(self, monitor, mode)
+        self.normalize_targets = normalize_targets
+        self.targets: Normalization | None = None
         self.width = 1
 
     def prepare(self, data: DataSplits) -> DataSplits:
@@ -188,15 +236,17 @@ class Regression:
         for name, dataset in data.splits().items():
             y = dataset.y
             if y.is_complex() or y.dtype == torch.bool:
-                raise ConfigError("task", "regression", f"real-valued targets ({name}: {y.dtype})")
+                raise ConfigError(
+                    "task", "regression", f"real-valued targets (the {name} targets are {y.dtype})"
+                )
             if y.ndim == 1:
                 y = y.unsqueeze(1)  # one value per sample: the model's output is (batch, 1)
-            if y.ndim != 2:
+            if y.ndim != 2 or y.shape[1] == 0:
                 raise ConfigError(
                     "task",
                     "regression",
-                    f"targets of shape (samples,) or (samples, d) (the {name} targets have "
-                    f"shape {tuple(dataset.y.shape)})",
+                    f"targets of shape (samples,) or (samples, d) with d >= 1 (the {name} "
+                    f"targets have shape {tuple(dataset.y.shape)})",
                 )
             if not bool(torch.isfinite(y.to(torch.float64)).all()):
                 raise ConfigError(
@@ -210,15 +260,36 @@ class Regression:
             )
         self.width = data.num_outputs = widths.pop()
         check_loss_accepts(self, data)
+        if self.normalize_targets == "standard":
+            self.targets = data.target_normalization = target_statistics(data.train.y)
+            data.record["targets"] = self.targets.record()
         return data
 
+    def constant_output(self, train_y: Tensor, num_outputs: int) -> Tensor:
+        """The best output that ignores the input (for a squared error): the training mean."""
+        if self.targets is not None:
+            return torch.zeros(num_outputs)  # the mean, standardised
+        return train_y.double().mean(dim=0).float()
+
+    def predict(self, output: Tensor) -> Tensor:
+        """The model's output in the target's units."""
+        return output if self.targets is None else self.targets.invert(output)
+
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
-        return self.loss_fn(output, target)
+        """The training loss. Standardised targets: the gradient is that of the loss on
+        standardised targets (what the optimizer should see), the value that of the
+        predictions in target units (what train/loss reports, beside val/loss)."""
+        if self.targets is None:
+            return self.loss_fn(output, target)
+        standardised = self.loss_fn(output, self.targets.apply(target))
+        in_units = self.loss_fn(self.predict(output.detach()).double(), target.double())
+        return standardised + (in_units - standardised.detach())
 
     def metric_sums(self, output: Tensor, target: Tensor) -> dict[str, Tensor]:
-        error = (output - target).double()
+        prediction = self.predict(output)
+        error = (prediction - target).double()
         return {
-            "loss": self.loss_fn(output, target).double() * len(target),
+            "loss": self.loss_fn(prediction, target).double() * len(target),
             "squared": error.square().sum(),
             "absolute": error.abs().sum(),
         }
@@ -231,6 +302,23 @@ class Regression:
             "rmse": math.sqrt(sums["squared"].item() / values),
             "mae": sums["absolute"].item() / values,
         }
+
+
+def target_statistics(y: Tensor) -> Normalization:
+    """Each target column's mean and std on the training split, or one line naming a column
+    that does not vary (it cannot be standardised)."""
+    low, high = y.min(dim=0).values, y.max(dim=0).values
+    constant = (low == high).nonzero().flatten().tolist()
+    if constant:
+        column = constant[0]
+        raise ConfigError(
+            "task.normalize_targets",
+            "standard",
+            f"targets that vary on the training split (target column {column} is "
+            f"{float(low[column]):g} in all {len(y)} training samples); "
+            "task.normalize_targets=none trains on them as they are",
+        )
+    return Normalization.fit(y)
 
 
 def build_task(cfg: Any) -> Task:
@@ -283,6 +371,11 @@ class RegressionTaskConfig:
     a sweep's summary: val/loss, val/rmse or val/mae."""
     mode: str | None = None
     """min or max; null: min (every regression metric is an error)."""
+    normalize_targets: str = "standard"
+    """standard: each target column is standardised with the mean and std of the training
+    split for training (saved in every checkpoint, like the inputs'); the loss and metrics
+    are still reported in the target's own units. none: the model learns the targets as
+    stored. A target that does not vary on the training split cannot be standardised."""
 
 
 def optuna_direction(monitor: str, mode: str | None) -> str:

@@ -18,10 +18,10 @@ from typing import Any
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-
 from seedbed.compile import compile_model
 from seedbed.data.loader import build_batches
 from seedbed.init import init_weights
+from seedbed.learning import NotLearningWarning, judged_epoch
 from seedbed.loop import EarlyStopping, LoopState, fit
 from seedbed.optim import build_optimizer, build_scheduler
 from seedbed.precision import build_precision
@@ -56,6 +56,14 @@ def train(cfg: DictConfig, run: RunSession) -> dict[str, Any]:
     )
     state = LoopState()
     early_stopping = EarlyStopping(task.monitor, **trainer.early_stopping)
+    # One line if the run has learned nothing by its first epoch of 50+ steps.
+    not_learning = NotLearningWarning(
+        task, data, cfg, judged_epoch(steps_per_epoch, trainer.epochs)
+    )
+
+    def after_validation(state: LoopState, val: dict[str, float]) -> None:
+        not_learning(state, val)
+        run.after_validation(state, val)  # best.pt, the epoch-end checkpoint, a stop
 
     # Saved in every checkpoint and restored on a resume, by these names.
     run.checkpointer(
@@ -69,6 +77,7 @@ def train(cfg: DictConfig, run: RunSession) -> dict[str, Any]:
         loader=train_batches,
         early_stopping=early_stopping,
         data_normalization=data.normalization,
+        target_normalization=data.target_normalization,
     )
     trained = run.distribute(model)
     if trainer.compile:  # shares `model`'s weights: the checkpoint keeps plain keys
@@ -92,5 +101,5 @@ def train(cfg: DictConfig, run: RunSession) -> dict[str, Any]:
         val_every_steps=trainer.val_every_steps,
         early_stopping=early_stopping,
         on_step_end=run.after_step,
-        on_validation=run.after_validation,
+        on_validation=after_validation,
     )

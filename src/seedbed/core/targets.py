@@ -67,7 +67,7 @@ COMPONENT_PACKAGES = (
 # Builders the README shows in configs that no packaged option names.
 DOCUMENTED_BUILDERS = ("seedbed.data.vision.to_float",)
 # seedbed's machinery writes files wherever it is told: never a target from a file.
-DENIED_PREFIXES = ("seedbed.runs.", "seedbed.tools.", "seedbed.train.", "seedbed.evaluate.")
+DENIED_PREFIXES = ("seedbed.runs.", "seedbed.tools.", "seedbed.project.", "seedbed.evaluate.")
 TARGET_KEYS = ("_target_",)
 # What a target must look like: dotted Python names, nothing else.
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.")

@@ -85,7 +85,8 @@ class DataSplits:
     with labels in `.y` (`seedbed.data.datasets.KeyedDataset`). `num_classes` is what the
     source knows (e.g. `n_classes` of a synthetic set, whose rarest class may be absent);
     `num_outputs` is set by the task from the targets. `record` says what data was read
-    (files, fingerprint, normalisation) for run.json; `normalization` is saved in every
+    (files, fingerprint, normalisation) for run.json; `normalization` (of the inputs) and
+    `target_normalization` (of regression targets, set by the task) are saved in every
     checkpoint, so evaluation applies the statistics training used.
     """
 
@@ -97,6 +98,7 @@ class DataSplits:
     num_outputs: int | None = None
     record: dict[str, Any] = field(default_factory=dict)
     normalization: Any | None = None
+    target_normalization: Any | None = None
 
     def splits(self) -> dict[str, Any]:
         """The splits that exist, by name: train, val and (when there is one) test."""

@@ -132,7 +132,17 @@ class EpochBatches:
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         if self.loader is not None:
             self.epoch_start_generator_state = self.generator.get_state()
-            yield from self.loader
+            batches = iter(self.loader)
+            try:
+                yield from batches
+            except Exception:
+                # A sample that cannot be loaded ends the run, and its traceback keeps this
+                # iterator alive: stop the workers now. Left to a later garbage collection
+                # (a notebook's, the next in-process run's), the shutdown waited 5 s per worker.
+                shutdown = getattr(batches, "_shutdown_workers", None)
+                if shutdown is not None:
+                    shutdown()
+                raise
             return
         for indices in self.sampler.batch_indices():
             x, y = self.dataset.batch(indices.to(self.dataset.x.device))

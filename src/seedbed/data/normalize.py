@@ -53,6 +53,10 @@ class Normalization:
             )
         return (x - self.mean) / self.std
 
+    def invert(self, x: Tensor) -> Tensor:
+        """Back to the original units: what `apply` undoes."""
+        return x * self.std + self.mean
+
     def state_dict(self) -> dict[str, Tensor]:
         return {"mean": self.mean, "std": self.std}
 

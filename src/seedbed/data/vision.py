@@ -216,9 +216,23 @@ def cifar10(
     return data
 
 
+# The side an image folder's images are brought to when they are larger: ImageNet's.
+MAX_DEFAULT_IMAGE_SIZE = 224
+
+
+def native_image_size(path: str) -> int:
+    """The shorter side of the image at `path`, at most MAX_DEFAULT_IMAGE_SIZE: small images
+    are trained at their own size (upscaling 8x8 digits to 224 adds nothing but 800x the
+    work), large ones at ImageNet's."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return min(min(image.size), MAX_DEFAULT_IMAGE_SIZE)
+
+
 def image_folder(
     root: str,
-    image_size: int,
+    image_size: int | None,
     val_fraction: float,
     seed: int,
     test_fraction: float = 0.0,
@@ -227,7 +241,8 @@ def image_folder(
 ) -> DataSplits:
     """One sub-folder per class (torchvision's ImageFolder); val and test drawn by the
     fractions. Default transforms: random resized crop and flip for training, resize and
-    centre crop for evaluation, both to `image_size`, normalised with ImageNet's statistics."""
+    centre crop for evaluation, both to `image_size` (None: the first image's shorter side,
+    at most 224), normalised with ImageNet's statistics."""
     path = _check_root(root)
     datasets = torchvision().datasets
     check_data_files(path, MAX_IMAGE_BYTES, datasets.folder.IMG_EXTENSIONS)
@@ -239,6 +254,8 @@ def image_folder(
             root,
             f"a folder with one sub-folder of images per class ({str(error).splitlines()[0]})",
         ) from error
+    if image_size is None and base.samples:
+        image_size = native_image_size(base.samples[0][0])
     v2 = torchvision().transforms.v2
     augment = [v2.RandomResizedCrop(image_size), v2.RandomHorizontalFlip()]
     resize = [v2.Resize(image_size), v2.CenterCrop(image_size)]
@@ -247,6 +264,7 @@ def image_folder(
     data = _splits(base, None, *items, val_fraction, test_fraction, seed, len(base.classes))
     data.record = _record("image_folder", root, path)
     data.record["classes"] = list(base.classes)
+    data.record["image_size"] = image_size
     return data
 
 
@@ -315,8 +333,10 @@ class ImageFolderDataConfig:
     _recursive_: bool = False
     root: str = MISSING
     """The folder whose sub-folders are the classes."""
-    image_size: int = 224
-    """Height and width of the images the default transforms produce."""
+    image_size: int | None = None
+    """Height and width of the images the default transforms produce; null: the first
+    image's shorter side, at most 224 (small images are not upscaled; run.json's
+    `data.image_size` says which size was used)."""
     val_fraction: float = 0.2
     """Fraction of the images held out for validation (by `seed`)."""
     test_fraction: float = 0.0

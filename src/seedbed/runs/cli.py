@@ -214,6 +214,26 @@ def _print_sweep_end_after_a_failure() -> None:
         print_sweep_end(started_sweeps.pop())
 
 
+# `SEEDBED_DEBUG=smoke python train.py ...` runs as `python train.py ... debug=smoke`.
+DEBUG_ENV = "SEEDBED_DEBUG"
+
+
+def with_debug_from_env(args: list[str]) -> list[str]:
+    """`args` plus `debug=<$SEEDBED_DEBUG>` when it is set, for a new run of the packaged
+    config: how the tests run the README's commands (and the runs those start: verify's,
+    a sweep's jobs, torchrun's ranks) as written, but small. A resume keeps its saved config,
+    a rerun of a recorded config.yaml (`--config-name`) its own, and a `debug=` on the
+    command line wins. The added override is part of the command run.json records."""
+    debug = os.environ.get(DEBUG_ENV)
+    if not debug:
+        return args
+    for arg in args:
+        key = arg.lstrip("+~").partition("=")[0]
+        if key in ("debug", "resume.path") or arg in ("--config-name", "-cn"):
+            return args
+    return [*args, f"debug={debug}"]
+
+
 def check_run_dir_before_hydra(args: list[str]) -> None:
     """Refuse what would make Hydra itself write into a run directory it must not touch:
     a linked train.log, a run another process writes, an old run taken for a new one.
@@ -342,7 +362,7 @@ def cli(config_dir: str | Path | None = None) -> None:
         sys.exit(EXIT_USER_ERROR)
     register_configs()
     LAUNCHING_PID[0] = os.getpid()
-    sys.argv[1:] = expand_resume_shorthand(sys.argv[1:])
+    sys.argv[1:] = with_debug_from_env(expand_resume_shorthand(sys.argv[1:]))
     if (message := multirun_under_torchrun(sys.argv[1:])) is not None:
         print(f"error: {message}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)

@@ -1,4 +1,5 @@
-"""The run session: everything around the recipe, so that `seedbed.train.train` stays one.
+"""The run session: everything around the recipe (a project's `train(cfg, run)`), so that the
+recipe stays one page.
 
 `RunSession` opens a run (a new one, or a resume planned and checked before
 anything is written), records it in run.json from before step 0, applies
