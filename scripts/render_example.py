@@ -11,30 +11,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from seedbed.project.new import render
+from seedbed.project.new import render, rendered_files
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "example"
-KEPT = {
-    ".venv",
-    "outputs",
-    "multirun",
-    "data",
-    "__pycache__",
-    ".pytest_cache",
-    ".ruff_cache",
-    ".mypy_cache",
-}
-
-
-def rendered_files(root: Path) -> set[Path]:
-    return {
-        p.relative_to(root)
-        for p in root.rglob("*")
-        if p.is_file()
-        and not KEPT & set(p.relative_to(root).parts)
-        and not any(part.endswith(".egg-info") for part in p.relative_to(root).parts)
-    }
 
 
 def main() -> int:

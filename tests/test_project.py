@@ -17,32 +17,13 @@ from helpers import PROJECT, run_git
 
 from seedbed import __version__
 from seedbed.project import cli, new, update
-from seedbed.project.new import TEMPLATE_DIR, render
+from seedbed.project.new import TEMPLATE_DIR, render, rendered_files
 
 pytest.importorskip("copier")
 
-# What a project holds that the rendering does not: installs, caches, run records.
-NOT_RENDERED = {
-    ".venv",
-    "outputs",
-    "multirun",
-    "data",
-    "__pycache__",
-    ".pytest_cache",
-    ".ruff_cache",
-    ".mypy_cache",
-    ".git",
-}
-
 
 def _files(root: Path) -> set[str]:
-    return {
-        p.relative_to(root).as_posix()
-        for p in root.rglob("*")
-        if p.is_file()
-        and not NOT_RENDERED & set(p.relative_to(root).parts)
-        and not any(part.endswith(".egg-info") for part in p.relative_to(root).parts)
-    }
+    return {path.as_posix() for path in rendered_files(root)}
 
 
 def test_the_example_is_exactly_what_seedbed_new_renders(tmp_path):

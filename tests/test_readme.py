@@ -293,6 +293,7 @@ def make_scratch(path: Path) -> Scratch:
         if Path(directory) == ROOT / "example":  # the project's installs and data, not its code
             ignored |= {".venv", "data"} & set(names)
         return ignored
+
     for name in ("Makefile", "pyproject.toml", "requirements.lock"):
         shutil.copy2(ROOT / name, path / name)  # copy2: make compares the times
     for name in ("src", "benchmarks", "scripts", "example"):

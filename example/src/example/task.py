@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
 from seedbed.core.errors import ConfigError
 from seedbed.task import Monitor, build_loss
 

@@ -36,6 +36,34 @@ NAME_RULE = (
 RESERVED = {"seedbed", "test", "tests", "src", "configs", "hydra_plugins"}
 
 
+# What a project holds that a rendering does not: installs, caches, run records, git.
+NOT_RENDERED = frozenset(
+    {
+        ".venv",
+        "outputs",
+        "multirun",
+        "data",
+        "__pycache__",
+        ".pytest_cache",
+        ".ruff_cache",
+        ".mypy_cache",
+        ".git",
+    }
+)
+
+
+def rendered_files(root: Path) -> set[Path]:
+    """The files of the project at `root` that a rendering of the template makes (paths
+    relative to `root`): everything but NOT_RENDERED and build metadata."""
+    found = set()
+    for path in root.rglob("*"):
+        parts = path.relative_to(root).parts
+        built = any(part.endswith(".egg-info") for part in parts)
+        if path.is_file() and not NOT_RENDERED & set(parts) and not built:
+            found.add(path.relative_to(root))
+    return found
+
+
 def check_name(name: str) -> None:
     """Refuse, in one line, a project name that is not a usable package name."""
     if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or keyword.iskeyword(name):
