@@ -57,6 +57,7 @@ lint: install-dev  ## ruff lint and format check, mypy on src/
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+	cd example && $(abspath $(PY)) -m ruff check . && $(abspath $(PY)) -m ruff format --check .
 
 verify: install  ## run a small config twice in fresh processes and compare bit for bit
 	cd example && $(abspath $(PY)) -m seedbed.tools.verify data.n_samples=1024 trainer.epochs=2 $(ARGS)

@@ -13,11 +13,10 @@ import random
 
 import numpy as np
 import torch
-from torch import Tensor
-from torch.utils.data import Dataset
-
 from seedbed.data.arrays import DataSplits, split_indices
 from seedbed.data.datasets import dataset_splits
+from torch import Tensor
+from torch.utils.data import Dataset
 
 
 class JitteredPoints(Dataset):

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-
 from seedbed.core.errors import ConfigError
 from seedbed.task import Monitor, build_loss
 

@@ -18,7 +18,6 @@ from typing import Any
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-
 from seedbed.compile import compile_model
 from seedbed.data.loader import build_batches
 from seedbed.init import init_weights
