@@ -3,10 +3,13 @@
 The data are scikit-learn's bundled sets (`seedbed.data.sklearn_data`: nothing is
 downloaded), written as a user's files: .npz vectors for the MLP (classification; one and
 26 regression targets) and the digits as a PNG class-folder tree for the CNN and ResNet-18.
-Each case (`sklearn_data.CASES`, where its margin is stated) trains twice at the defaults,
-only the data named: both runs reach `completed` with the same weights and loss series, and
-the first beats a constant prediction (the most frequent class, the training mean) by the
-margin.
+Each case (`sklearn_data.CASES`, where its margin is stated) trains at the defaults, only
+the data named, and beats a constant prediction (the most frequent class, the training
+mean) by the margin; every case but ResNet-18 trains twice, with the same weights and loss
+series. ResNet-18 at the defaults is 2 minutes a run on 2 cores, the slowest test of the
+suite: it trains once here, and its runs' identity is proven by
+test_every_model.py::...[resnet18] (same hash twice, BatchNorm buffers included) and the
+PNG folder's by the CNN case, twice, on the same files.
 """
 
 from __future__ import annotations
@@ -43,18 +46,19 @@ def constant_prediction(case, root: Path) -> float:
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
-def test_packaged_model_learns_real_data_at_the_defaults_identically_twice(
+def test_packaged_model_learns_real_data_at_the_defaults(
     case, real_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     arguments = case.arguments(real_root)
     with caplog.at_level(logging.WARNING, logger="seedbed"):
         first = train_in_process(tmp_path / "first", *arguments)
     assert not [r for r in caplog.records if "not learning" in r.getMessage()]
-    second = train_in_process(tmp_path / "second", *arguments)
-    for record in (first, second):
-        assert record["status"] == "completed", record.get("error")
-    assert first["weights_sha256"] == second["weights_sha256"]
-    assert first["loss_series_sha256"] == second["loss_series_sha256"]
+    assert first["status"] == "completed", first.get("error")
+    if "model=resnet18" not in case.overrides:  # see the module's docstring
+        second = train_in_process(tmp_path / "second", *arguments)
+        assert second["status"] == "completed", second.get("error")
+        assert first["weights_sha256"] == second["weights_sha256"]
+        assert first["loss_series_sha256"] == second["loss_series_sha256"]
 
     constant = constant_prediction(case, real_root)
     value = first["final_metrics"][case.metric]
