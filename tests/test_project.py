@@ -220,6 +220,7 @@ def test_seedbed_update_stops_at_a_conflict_and_leaves_the_merge_to_you(
         ("os.path", "it is a module"),
         ("example.models.ResidualMLP", "it is a type"),
         ("example.train.nowhere", "cannot be imported"),
+        ("notinstalled.train.train", "no package 'notinstalled' is installed"),
         ("train", "importable by its name"),
     ],
 )

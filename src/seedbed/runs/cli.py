@@ -103,6 +103,12 @@ def _remove_hydras_record(run_dir: Path) -> None:
         not log_file.exists() or not log_file.stat().st_size
     ):
         shutil.rmtree(run_dir, ignore_errors=True)
+        # The default run directory's parents (outputs/train/), where this made them empty.
+        for parent in run_dir.resolve().parents:
+            if parent == Path.cwd().resolve() or not parent.is_relative_to(Path.cwd().resolve()):
+                break
+            with contextlib.suppress(OSError):  # not empty: kept
+                parent.rmdir()
 
 
 def _record_composition_failure(error: BaseException) -> Path | None:

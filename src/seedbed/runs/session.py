@@ -19,6 +19,7 @@ notebooks and tests use.
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import logging
 import time
@@ -452,6 +453,14 @@ def load_recipe(name: Any) -> Recipe:
     """The recipe `name` (this command's `recipe`, never a file's): imported, checked callable."""
     if not isinstance(name, str) or not name or "." not in name:
         raise ConfigError("recipe", name, RECIPE_RULE)
+    package = name.split(".")[0]
+    if importlib.util.find_spec(package) is None:
+        raise ConfigError(
+            "recipe",
+            name,
+            f"{RECIPE_RULE} (no package {package!r} is installed: run `make install`, or "
+            "`pip install -e .`, in your project)",
+        )
     try:
         found = _locate(name)
     except Exception as error:  # noqa: BLE001 - any import failure is the config's to fix
