@@ -373,7 +373,7 @@ class TrainerConfig:
     threads: int | None = 1
     """torch intra-op threads. Some CPU kernels give other bits with another count, so the
     default is a fixed 1: the same weights alone, in any sweep and on any machine, and no
-    collapse on a busy machine (see the README's "Threads"). null: a fair share of this
+    collapse on a busy machine (see docs/threads.md). null: a fair share of this
     machine's cores (cores // a joblib sweep's n_jobs), faster on an idle machine, written as
     a number into config.yaml so that a rerun of it uses the same count."""
     perturb_step: int | None = None

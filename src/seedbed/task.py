@@ -9,7 +9,7 @@ the one that picks best.pt, drives early stopping, is returned to Optuna and
 heads a sweep's summary. Nothing else in seedbed spells a metric name.
 
 A task of your own is one class with the methods of `Task` below, plus a
-YAML in `configs/task/` whose `_target_` names it (see the README).
+YAML in `configs/task/` whose `_target_` names it (see docs/your-project.md).
 """
 
 from __future__ import annotations

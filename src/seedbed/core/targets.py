@@ -64,7 +64,7 @@ COMPONENT_PACKAGES = (
     "torchvision.models",
     "seedbed",
 )
-# Builders the README shows in configs that no packaged option names.
+# Builders the docs show in configs that no packaged option names.
 DOCUMENTED_BUILDERS = ("seedbed.data.vision.to_float",)
 # seedbed's machinery writes files wherever it is told: never a target from a file.
 DENIED_PREFIXES = ("seedbed.runs.", "seedbed.tools.", "seedbed.project.", "seedbed.evaluate.")
@@ -97,7 +97,7 @@ def user_prefixes() -> tuple[str, ...]:
 
 def configured_builders() -> frozenset[str]:
     """Every `_target_` the library's and the project's configs name: their YAML options
-    and the schemas' defaults, plus the builders the README documents."""
+    and the schemas' defaults, plus the builders the docs show."""
     yaml_found = builders_in(LIBRARY_CONFIGS, project_configs())
     return yaml_found | schema_targets() | frozenset(DOCUMENTED_BUILDERS)
 

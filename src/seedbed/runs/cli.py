@@ -226,7 +226,7 @@ DEBUG_ENV = "SEEDBED_DEBUG"
 
 def with_debug_from_env(args: list[str]) -> list[str]:
     """`args` plus `debug=<$SEEDBED_DEBUG>` when it is set, for a new run of the packaged
-    config: how the tests run the README's commands (and the runs those start: verify's,
+    config: how the tests run the docs' commands (and the runs those start: verify's,
     a sweep's jobs, torchrun's ranks) as written, but small. A resume keeps its saved config,
     a rerun of a recorded config.yaml (`--config-name`) its own, and a `debug=` on the
     command line wins. The added override is part of the command run.json records."""
