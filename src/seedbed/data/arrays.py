@@ -17,9 +17,9 @@ from omegaconf import DictConfig
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from seedbed.core.errors import ConfigError, require, require_at_least, require_choice
+from seedbed.core.errors import ConfigError, require, require_at_least
 from seedbed.core.seeding import child_seed
-from seedbed.data.normalize import MODES as NORMALIZE_MODES
+from seedbed.data.normalize import check_mode
 
 
 @dataclass(frozen=True)
@@ -339,7 +339,7 @@ def check_data(data: DictConfig) -> None:
         )
     normalize = data.get("normalize")
     if normalize is not None:
-        require_choice("data.normalize", normalize, NORMALIZE_MODES)
+        check_mode(normalize)
     size = data.get("image_size")
     require(size is None or size > 0, "data.image_size", size, "an int > 0")
     augment = data.get("augment")

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from seedbed.core.errors import ConfigError
+from seedbed.core.errors import ConfigError, require_choice
 
 MODES = ("standard", "none")
 # Features that are constant on the training split keep their scale instead of dividing by 0.
@@ -75,5 +75,6 @@ class Normalization:
 
 
 def check_mode(mode: str) -> None:
-    if mode not in MODES:
-        raise ConfigError("data.normalize", mode, f"one of {', '.join(MODES)}")
+    """`data.normalize`: one of MODES (checked when the config is validated, and by the
+    builders that take it)."""
+    require_choice("data.normalize", mode, MODES)
