@@ -1,6 +1,6 @@
 """Small real datasets that ship inside scikit-learn, written the way seedbed reads data.
 
-    python -m seedbed.data.sklearn_data data/real   # pip install -e '.[sklearn]'
+    python -m seedbed.data.sklearn_data data/real   # pip install 'seedbed[sklearn]'
 
 writes, without downloading anything (the data is inside the scikit-learn package):
 
@@ -103,7 +103,7 @@ def _datasets() -> Any:
         from sklearn import datasets
     except ImportError as error:
         raise SeedbedError(
-            "scikit-learn is not installed: pip install -e '.[sklearn]' (its small datasets "
+            "scikit-learn is not installed: pip install 'seedbed[sklearn]' (its small datasets "
             "ship inside the package: nothing is downloaded)"
         ) from error
     return datasets

@@ -1,6 +1,6 @@
 """torchvision datasets (`data=mnist`, `data=cifar10`, `data=image_folder`) with their transforms.
 
-Needs the `vision` extra (`pip install -e '.[vision]'`). The datasets are read by
+Needs the `vision` extra (`pip install 'seedbed[vision]'`). The datasets are read by
 torchvision's own loaders; transforms are `torchvision.transforms.v2` objects,
 given in the config as lists of `_target_` entries, and run under the sample's
 keyed RNGs (`seedbed.data.datasets`), so they keep the promise for any
@@ -43,7 +43,7 @@ def torchvision() -> Any:
         return importlib.import_module("torchvision")
     except ImportError as error:
         raise SeedbedError(
-            "torchvision is not installed: pip install -e '.[vision]' (the release built for "
+            "torchvision is not installed: pip install 'seedbed[vision]' (the release built for "
             f"torch {torch.__version__.split('+')[0]})"
         ) from error
     except RuntimeError as error:  # its compiled ops were built for another torch
@@ -283,7 +283,7 @@ def _record(source: str, root: str, files: Path) -> dict[str, Any]:
 
 @dataclass
 class MnistDataConfig:
-    """MNIST through torchvision (`pip install -e '.[vision]'`): 28x28 grey digits, 10 classes;
+    """MNIST through torchvision (`pip install 'seedbed[vision]'`): 28x28 grey digits, 10 classes;
     the official test set is the test split."""
 
     _target_: str = "seedbed.data.vision.mnist"
@@ -305,7 +305,7 @@ class MnistDataConfig:
 
 @dataclass
 class Cifar10DataConfig:
-    """CIFAR-10 through torchvision (`pip install -e '.[vision]'`): 32x32 colour images, 10
+    """CIFAR-10 through torchvision (`pip install 'seedbed[vision]'`): 32x32 colour images, 10
     classes; the official test set is the test split."""
 
     _target_: str = "seedbed.data.vision.cifar10"
