@@ -156,10 +156,22 @@ def write_npz(path: Path, x: np.ndarray, y: np.ndarray) -> Path:
     return path
 
 
+def _pil_image(root: Path) -> Any:
+    """PIL's Image module, or one line saying how to install it."""
+    try:
+        from PIL import Image
+    except ImportError as error:
+        raise SeedbedError(
+            f"{root}: writing PNGs needs pillow: pip install 'seedbed[vision]' (the image "
+            "models need it too)"
+        ) from error
+    return Image
+
+
 def write_digits_png(root: Path, limit: int | None = None) -> Path:
     """The digits as 8x8 greyscale PNGs (0..16 scaled to 0..255), one folder per digit; the
     first `limit` digits only, when given."""
-    from PIL import Image
+    Image = _pil_image(root)
 
     digits = _datasets().load_digits()
     pixels = np.rint(digits.images * (255 / 16)).astype(np.uint8)
@@ -174,7 +186,10 @@ def write_digits_png(root: Path, limit: int | None = None) -> Path:
 
 
 def write_all(out: Path) -> list[Path]:
-    """Every vector set as `<out>/<name>.npz`, and the digits as `<out>/digits_png/`."""
+    """Every vector set as `<out>/<name>.npz`, and the digits as `<out>/digits_png/`: what
+    they need checked first, so that a missing package writes nothing."""
+    _datasets()
+    _pil_image(out / PNG_FOLDER)
     written = [write_npz(out / f"{name}.npz", *vector_set(name)) for name in VECTOR_SETS]
     written.append(write_digits_png(out / PNG_FOLDER))
     return written
