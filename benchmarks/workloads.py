@@ -34,7 +34,7 @@ from seedbed.core.seeding import seed_everything
 from seedbed.data.arrays import DataSplits
 from seedbed.data.loader import build_batches
 from seedbed.init import init_weights
-from seedbed.loop import LoopState, fit
+from seedbed.loop import LoopSettings, LoopState, fit
 from seedbed.optim import build_optimizer
 from seedbed.precision import build_precision
 from seedbed.runs.hydra import register_configs
@@ -131,21 +131,16 @@ def seedbed_loop(
     with tempfile.TemporaryDirectory() as tmp:
         metrics = MetricsLog(Path(tmp) / "metrics.jsonl")
         started = time.perf_counter()
-        fit(
-            model,
-            optimizer,
-            None,
-            train_batches,
-            val_batches,
-            task=work.task,
-            state=LoopState(),
+        settings = LoopSettings(
             epochs=work.epochs,
             device=torch.device("cpu"),
-            log_every=work.cfg.trainer.log_every,
             metrics=metrics,
+            log_every=work.cfg.trainer.log_every,
             accumulate_grad_batches=accumulate,
             precision=build_precision(precision, torch.device("cpu")),
         )
+        started = time.perf_counter()
+        fit(model, optimizer, None, train_batches, val_batches, work.task, LoopState(), settings)
         elapsed = time.perf_counter() - started
         metrics.close()
     return elapsed / work.steps

@@ -20,7 +20,7 @@ from seedbed.data.arrays import ArrayDataset, DataSplits, split_indices
 from seedbed.data.loader import build_batches
 from seedbed.data.npz import npz_dataset
 from seedbed.evaluate import evaluate_checkpoint
-from seedbed.loop import EarlyStopping, LoopState, fit
+from seedbed.loop import EarlyStopping, LoopSettings, LoopState, fit
 from seedbed.runs.session import run_training
 from seedbed.task import Classification, Monitor, Regression
 
@@ -198,22 +198,10 @@ def tiny_parts():
     return task, model, optimizer, train_batches, val_batches
 
 
-def run_fit(parts, state, metrics, epochs, **hooks):
+def run_fit(parts, state, metrics, epochs, callbacks=()):
     task, model, optimizer, train_batches, val_batches = parts
-    return fit(
-        model,
-        optimizer,
-        None,
-        train_batches,
-        val_batches,
-        task=task,
-        state=state,
-        epochs=epochs,
-        device=torch.device("cpu"),
-        log_every=3,
-        metrics=metrics,
-        **hooks,
-    )
+    settings = LoopSettings(epochs, torch.device("cpu"), metrics, log_every=3)
+    return fit(model, optimizer, None, train_batches, val_batches, task, state, settings, callbacks)
 
 
 def test_fit_trains_counts_steps_and_reports_the_tasks_metrics(tmp_path):
@@ -229,6 +217,16 @@ def test_fit_trains_counts_steps_and_reports_the_tasks_metrics(tmp_path):
     val_labels = parts[4].dataset.y
     majority = float(val_labels.bincount().max()) / len(val_labels)
     assert final["val/acc"] > majority + 0.1  # it learned more than the most frequent class
+
+
+class CheckpointAfterValidation:
+    """The session's part of the loop's validation event, alone."""
+
+    def __init__(self, checkpoints: Checkpointer) -> None:
+        self.checkpoints = checkpoints
+
+    def on_validation(self, state, val):
+        self.checkpoints.after_validation(state, val)
 
 
 def epoch_checkpointer(directory, parts, state) -> Checkpointer:
@@ -260,7 +258,7 @@ def test_checkpointer_restores_exactly_what_it_saved_and_training_goes_on_identi
     state = LoopState()
     checkpoints = epoch_checkpointer(tmp_path / "ckpt", parts, state)
     metrics = MetricsLog(tmp_path / "b.jsonl")
-    run_fit(parts, state, metrics, epochs=1, on_validation=checkpoints.after_validation)
+    run_fit(parts, state, metrics, epochs=1, callbacks=[CheckpointAfterValidation(checkpoints)])
     metrics.close()
     saved = load_checkpoint(tmp_path / "ckpt" / "last.pt")
     assert set(saved) == {"model", "optimizer", "loop", "loader", "best", "rng"}

@@ -28,6 +28,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from seedbed.callbacks import best_weights
 from seedbed.core.checkpoint import load_checkpoint
 from seedbed.core.determinism import set_determinism
 from seedbed.core.device import resolve_device
@@ -56,10 +57,11 @@ def evaluate_checkpoint(
     split: str = "val",
     device: str | None = None,
     allow_targets: Sequence[str] = (),
+    limit: int | None = None,
 ) -> dict:
     """The checkpoint's task metrics on `split`, with what identifies them. `allow_targets`:
     module prefixes trusted as `_target_` in the checkpoint's config, beyond seedbed's list
-    (a model of your own package: `mypkg.models`)."""
+    (a model of your own package: `mypkg.models`). `limit`: the first this many batches only."""
     if split not in SPLITS:
         raise ConfigError("split", split, f"one of {', '.join(SPLITS)}")
     path = Path(path)
@@ -86,8 +88,9 @@ def evaluate_checkpoint(
             "(set data.test_fraction, or give the .npz x_test and y_test)",
         )
     model = instantiate(cfg.model, input_shape=data.input_shape, num_outputs=data.num_outputs)
+    weights = best_weights(checkpoint)  # an EMA's average, when the run says so
     try:
-        model.load_state_dict(checkpoint["model"])
+        model.load_state_dict(weights)
     except RuntimeError as error:
         first = str(error).strip().splitlines()[0]
         message = f"checkpoint {path}: its weights do not fit its model ({first})"
@@ -97,12 +100,12 @@ def evaluate_checkpoint(
     if split == "train":  # evaluated as it is stored: without augmentation
         dataset = dataset.unaugmented()
     batches = eval_batches(dataset, cfg.loader.batch_size)
-    result = evaluate(model, batches, task, target, split=split)
+    result = evaluate(model, batches, task, target, split=split, limit=limit)
     return {
         "checkpoint": str(path),
         "checkpoint_file": path.resolve().name,
         "checkpoint_sha256": file_sha256(path),
-        "weights_sha256": weights_sha256(checkpoint["model"]),
+        "weights_sha256": weights_sha256(weights),
         "epoch": checkpoint["loop"]["epoch"],
         "step": checkpoint["loop"]["step"],
         "split": split,

@@ -35,7 +35,7 @@ def judged_epoch(steps_per_epoch: int, epochs: int) -> int:
 
 
 class NotLearningWarning:
-    """A validation hook: warn once, at the end of epoch `epoch` (see `judged_epoch`), if the
+    """A callback: warn once, at the end of epoch `epoch` (see `judged_epoch`), if the
     monitored metric is no better than a constant prediction's."""
 
     def __init__(self, task: Any, data: Any, cfg: DictConfig, epoch: int) -> None:
@@ -44,7 +44,7 @@ class NotLearningWarning:
         self.knobs = knobs(cfg)
         self.epoch = epoch
 
-    def __call__(self, state: LoopState, val: dict[str, float]) -> None:
+    def on_validation(self, state: LoopState, val: dict[str, float]) -> None:
         if self.baseline is None or not (state.epoch == self.epoch and state.batch == 0):
             return  # only that epoch's end (a resumed run past it has passed it)
         metric = self.monitor.metric

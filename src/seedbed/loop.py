@@ -22,7 +22,7 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from seedbed.compile import COMPILE_MODES
 from seedbed.core.device import DEVICES
 from seedbed.core.errors import SeedbedError, require, require_choice
+from seedbed.core.loggers import MetricsWriter
 from seedbed.core.record import MetricsLog
 from seedbed.data.loader import EpochBatches
 from seedbed.precision import PRECISIONS, Precision
@@ -101,6 +102,21 @@ class EarlyStopping:
             self.stopped_at = {"epoch": state.epoch, "step": state.step}
         return self.stopped
 
+    def on_validation(self, state: LoopState, val: dict[str, float]) -> bool:
+        """The loop's event: True stops training."""
+        if self.patience is None:
+            return False
+        stop = self.update(val, state)
+        if stop:
+            log.info(
+                "early stopping at step %d: %s has not improved on %.6g for %d validations",
+                state.step,
+                self.monitor.metric,
+                self.best,
+                self.stale,
+            )
+        return stop
+
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best, "stale": self.stale, "stopped_at": self.stopped_at}
 
@@ -127,15 +143,23 @@ class NonFiniteLoss(SeedbedError):
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, batches: EpochBatches, task: Task, device: torch.device, split: str = "val"
+    model: nn.Module,
+    batches: EpochBatches,
+    task: Task,
+    device: torch.device,
+    split: str = "val",
+    limit: int | None = None,
 ) -> dict[str, float]:
-    """The task's metrics over every batch, in eval mode, named `<split>/<metric>`."""
+    """The task's metrics over every batch (the first `limit` ones, when set), in eval mode,
+    named `<split>/<metric>`."""
     was_training = model.training
     model.eval()
     sums: dict[str, Tensor] = {}
     count = 0
     batches.set_epoch(0)
-    for x, y in batches:
+    for index, (x, y) in enumerate(batches):
+        if limit is not None and index >= limit:
+            break
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         for name, value in task.metric_sums(model(x), y).items():
             sums[name] = sums[name] + value if name in sums else value
@@ -183,150 +207,213 @@ def _flush_losses(state: LoopState, metrics: MetricsLog) -> float:
     return mean
 
 
+@dataclass
+class LoopSettings:
+    """What the loop needs beside the stateful parts: how long, where, and how to log.
+    `LoopSettings.from_config(cfg.trainer, ...)` fills it from the `trainer` group."""
+
+    epochs: int
+    device: torch.device
+    metrics: MetricsWriter
+    """Where the train and val records go (metrics.jsonl and the run's loggers)."""
+    log_every: int = 20
+    grad_clip: float | None = None
+    limit_train_batches: int | None = None
+    limit_val_batches: int | None = None
+    overfit_batches: int | None = None
+    accumulate_grad_batches: int = 1
+    precision: Precision | None = None
+    val_every_steps: int | None = None
+    detect_anomaly: bool = False
+
+    @classmethod
+    def from_config(
+        cls,
+        trainer: Any,
+        device: torch.device,
+        metrics: MetricsWriter,
+        precision: Precision | None = None,
+    ) -> LoopSettings:
+        return cls(
+            epochs=trainer.epochs,
+            device=device,
+            metrics=metrics,
+            log_every=trainer.log_every,
+            grad_clip=trainer.grad_clip,
+            limit_train_batches=trainer.limit_train_batches,
+            limit_val_batches=trainer.limit_val_batches,
+            overfit_batches=trainer.overfit_batches,
+            accumulate_grad_batches=trainer.accumulate_grad_batches,
+            precision=precision,
+            val_every_steps=trainer.val_every_steps,
+            detect_anomaly=trainer.detect_anomaly,
+        )
+
+    @property
+    def train_batches_limit(self) -> int | None:
+        """Optimizer steps per epoch at most: `overfit_batches` wins over the limit."""
+        return self.overfit_batches or self.limit_train_batches
+
+
+def _hooks(callbacks: Sequence[Any], event: str) -> list[Callable[..., Any]]:
+    """The callbacks' handlers of `event`, in order: an event nobody handles costs nothing."""
+    return [getattr(callback, event) for callback in callbacks if hasattr(callback, event)]
+
+
 def fit(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
     train_batches: EpochBatches,
     val_batches: EpochBatches,
-    *,
     task: Task,
     state: LoopState,
-    epochs: int,
-    device: torch.device,
-    log_every: int,
-    metrics: MetricsLog,
-    grad_clip: float | None = None,
-    limit_train_batches: int | None = None,
-    accumulate_grad_batches: int = 1,
-    precision: Precision | None = None,
-    val_every_steps: int | None = None,
-    early_stopping: EarlyStopping | None = None,
-    on_step_end: Callable[[LoopState], None] | None = None,
-    on_validation: Callable[[LoopState, dict[str, float]], None] | None = None,
+    settings: LoopSettings,
+    callbacks: Sequence[Any] = (),
 ) -> dict[str, float]:
-    """Train from `state` until `epochs` are done or early stopping ends it; return the final
-    metrics (`train/loss`, the task's `val/*`, `epochs`, `steps`).
+    """Train from `state` until `settings.epochs` are done or a callback stops it; return
+    the final metrics (`train/loss`, the task's `val/*`, `epochs`, `steps`).
 
     One optimizer step per `accumulate_grad_batches` batches (windows restart each epoch;
-    an epoch's last window may be shorter). `on_step_end` runs after every optimizer step
-    and `on_validation` after each validation (checkpoints, a requested stop); either may
-    raise to end training there. Both run only between windows, so a checkpoint never holds
-    half a window and a signal finishes the window first.
+    an epoch's last window may be shorter). `callbacks` (docs/callbacks.md) may handle, in
+    their order, any of these events:
+
+    - `on_step_end(state)` after every optimizer step;
+    - `on_validation(state, val)` after each validation; returning True stops training;
+    - `on_epoch_end(state)` after an epoch (and its validation), counters already moved on;
+    - `validation_model` (an attribute): a module to validate instead of `model` (EMA).
+
+    A handler may raise to end training there. Events come only between windows, so a
+    checkpoint never holds half a window and a signal finishes the window first.
     """
-    accumulate = accumulate_grad_batches
-    batches_per_epoch = min(len(train_batches), (limit_train_batches or math.inf) * accumulate)
+    device, metrics = settings.device, settings.metrics
+    accumulate = settings.accumulate_grad_batches
+    limit = settings.train_batches_limit
+    batches_per_epoch = min(len(train_batches), (limit or math.inf) * accumulate)
+    precision = settings.precision
     amp = precision.autocast() if precision is not None else contextlib.nullcontext()
     scaler = precision.scaler if precision is not None else None
     plateau = isinstance(scheduler, ReduceLROnPlateau)  # stepped on the metric, not per step
     no_sync = getattr(model, "no_sync", None)  # DDP: all-reduce once per window
     state.losses = [loss.to(device) for loss in state.losses]  # restored ones come on the CPU
     on_cpu = device.type == "cpu"  # nothing to copy: saves two calls a step
+    on_step_end = _hooks(callbacks, "on_step_end")
+    on_validation = _hooks(callbacks, "on_validation")
+    on_epoch_end = _hooks(callbacks, "on_epoch_end")
+    validated = next(
+        (m for c in callbacks if (m := getattr(c, "validation_model", None)) is not None), model
+    )
     val: dict[str, float] = {}
     window_loss = torch.zeros(())  # the mean loss of the window in progress
+    log_every, grad_clip = settings.log_every, settings.grad_clip
+    val_every = settings.val_every_steps
 
     def validate() -> dict[str, float]:
         """The task's validation metrics, written to metrics.jsonl with the step."""
         with amp:
-            result = evaluate(model, val_batches, task, device)
+            result = evaluate(
+                validated, val_batches, task, device, limit=settings.limit_val_batches
+            )
         metrics.write({"kind": "val", "epoch": state.epoch, "step": state.step, **result})
         return result
 
     def after_validation(val: dict[str, float]) -> bool:
-        """Plateau, early stopping and the hook see every validation; True: stop now."""
+        """Plateau and every callback see every validation; True: stop now."""
         if plateau:
             scheduler.step(val[task.monitor.metric])
-        stop = early_stopping is not None and early_stopping.update(val, state)
-        if on_validation is not None:
-            on_validation(state, val)
-        if stop:
-            log.info(
-                "early stopping at step %d: %s has not improved on %.6g for %d validations",
-                state.step,
-                early_stopping.monitor.metric,
-                early_stopping.best,
-                early_stopping.stale,
-            )
+        stop = False
+        for hook in on_validation:
+            stop = bool(hook(state, val)) or stop
         return stop
 
     model.train()
-    stopped = early_stopping is not None and early_stopping.stopped
-    while state.epoch < epochs and not stopped:
-        train_batches.set_epoch(state.epoch, start_batch=state.batch)
-        bar = _progress(batches_per_epoch, state.epoch, state.batch)
-        for x, y in train_batches:
-            if state.batch >= batches_per_epoch:
-                break
-            if not on_cpu:
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            window_start = state.batch - state.batch % accumulate
-            window = min(accumulate, batches_per_epoch - window_start)
-            if state.batch == window_start:
-                optimizer.zero_grad(set_to_none=True)
-            state.batch += 1
-            last = state.batch == window_start + window
-            with no_sync() if no_sync is not None and not last else contextlib.nullcontext():
-                with amp:
-                    loss = task.loss(model(x), y)
-                if window > 1:  # the window's gradient is the mean over its batches
-                    loss = loss / window
-                (scaler.scale(loss) if scaler is not None else loss).backward()
-            first = state.batch == window_start + 1
-            window_loss = loss.detach() if first else window_loss + loss.detach()
-            if bar is not None:
-                bar.update()
-            if not last:
-                continue
-
-            if grad_clip is not None:
-                if scaler is not None:
-                    scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            state.lr = optimizer.param_groups[0]["lr"]  # what this step used: the record's lr
-            if scheduler is not None and not plateau:
-                scheduler.step()
-            state.losses.append(window_loss)
-            state.step += 1
-            if state.step % log_every == 0:
-                state.train_loss = _flush_losses(state, metrics)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{state.train_loss:.4f}", refresh=False)
-            # Mid-epoch validation; the epoch's last step is validated at the epoch's end.
-            due = val_every_steps is not None and state.step % val_every_steps == 0
-            if due and state.batch < batches_per_epoch:
-                val = validate()
-                if stopped := after_validation(val):
+    stopped = any(getattr(c, "stopped", False) for c in callbacks)  # resumed after a stop
+    anomaly = torch.autograd.set_detect_anomaly(settings.detect_anomaly)
+    with anomaly:
+        while state.epoch < settings.epochs and not stopped:
+            # overfit_batches: the same first batches (epoch 0's order) every epoch.
+            epoch = 0 if settings.overfit_batches else state.epoch
+            train_batches.set_epoch(epoch, start_batch=state.batch)
+            bar = _progress(batches_per_epoch, state.epoch, state.batch)
+            for x, y in train_batches:
+                if state.batch >= batches_per_epoch:
                     break
-            if on_step_end is not None:
-                on_step_end(state)
-        if bar is not None:
-            bar.close()
-        if state.losses:
-            state.train_loss = _flush_losses(state, metrics)
-        if stopped:
-            break  # by a mid-epoch validation: that was the last one
+                if not on_cpu:
+                    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                window_start = state.batch - state.batch % accumulate
+                window = min(accumulate, batches_per_epoch - window_start)
+                if state.batch == window_start:
+                    optimizer.zero_grad(set_to_none=True)
+                state.batch += 1
+                last = state.batch == window_start + window
+                if no_sync is not None and not last:
+                    with no_sync(), amp:
+                        loss = task.loss(model(x), y) / window
+                    (scaler.scale(loss) if scaler is not None else loss).backward()
+                else:
+                    with amp:
+                        loss = task.loss(model(x), y)
+                    if window > 1:  # the window's gradient is the mean over its batches
+                        loss = loss / window
+                    (scaler.scale(loss) if scaler is not None else loss).backward()
+                first = state.batch == window_start + 1
+                window_loss = loss.detach() if first else window_loss + loss.detach()
+                if bar is not None:
+                    bar.update()
+                if not last:
+                    continue
 
-        val = validate()
-        log.info(
-            "epoch %d/%d  step %d  train/loss %.4f  %s",
-            state.epoch + 1,
-            epochs,
-            state.step,
-            state.train_loss,
-            "  ".join(f"{name} {value:.4f}" for name, value in val.items()),
-        )
-        state.epoch += 1
-        state.batch = 0
-        stopped = after_validation(val)
+                if grad_clip is not None:
+                    if scaler is not None:
+                        scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                state.lr = optimizer.param_groups[0]["lr"]  # what this step used: the record's
+                if scheduler is not None and not plateau:
+                    scheduler.step()
+                state.losses.append(window_loss)
+                state.step += 1
+                if state.step % log_every == 0:
+                    state.train_loss = _flush_losses(state, metrics)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{state.train_loss:.4f}", refresh=False)
+                # Mid-epoch validation; the epoch's last step is validated at the epoch's end.
+                due = val_every is not None and state.step % val_every == 0
+                if due and state.batch < batches_per_epoch:
+                    val = validate()
+                    if stopped := after_validation(val):
+                        break
+                for hook in on_step_end:
+                    hook(state)
+            if bar is not None:
+                bar.close()
+            if state.losses:
+                state.train_loss = _flush_losses(state, metrics)
+            if stopped:
+                break  # by a mid-epoch validation: that was the last one
+
+            val = validate()
+            log.info(
+                "epoch %d/%d  step %d  train/loss %.4f  %s",
+                state.epoch + 1,
+                settings.epochs,
+                state.step,
+                state.train_loss,
+                "  ".join(f"{name} {value:.4f}" for name, value in val.items()),
+            )
+            state.epoch += 1
+            state.batch = 0
+            stopped = after_validation(val)
+            for hook in on_epoch_end:
+                hook(state)
 
     if not val:
         with amp:
-            val = evaluate(model, val_batches, task, device)
+            val = evaluate(validated, val_batches, task, device, limit=settings.limit_val_batches)
     return {"train/loss": state.train_loss, **val, "epochs": state.epoch, "steps": state.step}
 
 
@@ -376,6 +463,16 @@ class TrainerConfig:
     collapse on a busy machine (see docs/threads.md). null: a fair share of this
     machine's cores (cores // a joblib sweep's n_jobs), faster on an idle machine, written as
     a number into config.yaml so that a rerun of it uses the same count."""
+    limit_val_batches: int | None = None
+    """Validate (and test) on this many batches only (debugging); null: all of them."""
+    overfit_batches: int | None = None
+    """Debugging: train on the same first this-many optimizer steps' batches every epoch
+    (epoch 0's order), so the training loss must go near zero; null: off."""
+    detect_anomaly: bool = False
+    """torch.autograd's anomaly detection (debugging: slow; names the op that made a NaN)."""
+    test_after_fit: bool = False
+    """After training, evaluate best.pt (last.pt without one) on the test split; the
+    result goes into run.json (`test`) and the loggers."""
     perturb_step: int | None = None
     """Debugging aid, never for real runs: after this optimizer step, add 1e-3 to the first
     weight (`python -m seedbed.tools.verify --vary trainer.perturb_step=5` must then fail)."""
@@ -396,6 +493,8 @@ def check_trainer(trainer: DictConfig) -> None:
     require(trainer.log_every > 0, "trainer.log_every", trainer.log_every, "an int > 0")
     at_least_one("grad_clip", "a number > 0 or null")
     at_least_one("limit_train_batches")
+    at_least_one("limit_val_batches")
+    at_least_one("overfit_batches")
     at_least_one("perturb_step")
     at_least_one("val_every_steps")
     threads, cpus = trainer.threads, os.cpu_count() or 1

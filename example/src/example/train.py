@@ -19,10 +19,13 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from seedbed.compile import compile_model
+from seedbed.core.errors import ConfigError
 from seedbed.data.loader import build_batches
+from seedbed.evaluate import evaluate_checkpoint
 from seedbed.init import init_weights
 from seedbed.learning import NotLearningWarning, judged_epoch
-from seedbed.loop import EarlyStopping, LoopState, fit
+from seedbed.callbacks import build_callbacks, checkpointed
+from seedbed.loop import EarlyStopping, LoopSettings, LoopState, fit
 from seedbed.optim import build_optimizer, build_scheduler
 from seedbed.precision import build_precision
 from seedbed.runs.session import RunSession
@@ -35,9 +38,14 @@ def train(cfg: DictConfig, run: RunSession) -> dict[str, Any]:
     task = build_task(cfg.task)
     data = task.prepare(instantiate(cfg.data))
     run.record_data(data.record)  # what was read: paths, fingerprint, normalisation
+    if cfg.trainer.test_after_fit and "test" not in data.splits():
+        raise ConfigError(
+            "trainer.test_after_fit", True, "false: this run's data has no test split"
+        )
     model = instantiate(cfg.model, input_shape=data.input_shape, num_outputs=data.num_outputs)
     init_weights(model, cfg.init.scheme, seeds.generator("init"), mode=cfg.init.mode)
     model.to(device)
+    run.record_model(model)  # parameters per module: run.json and train.log
 
     train_batches, val_batches = build_batches(
         data, cfg.loader, seeds, run.ranks.rank, run.ranks.world_size, device
@@ -61,9 +69,10 @@ def train(cfg: DictConfig, run: RunSession) -> dict[str, Any]:
         task, data, cfg, judged_epoch(steps_per_epoch, trainer.epochs)
     )
 
-    def after_validation(state: LoopState, val: dict[str, float]) -> None:
-        not_learning(state, val)
-        run.after_validation(state, val)  # best.pt, the epoch-end checkpoint, a stop
+    # Your own (`callbacks=...`, configs/callbacks/): each is handed what it names of these.
+    callbacks = build_callbacks(
+        cfg.callbacks, model=model, metrics=run.metrics, run_dir=run.run_dir
+    )
 
     # Saved in every checkpoint and restored on a resume, by these names.
     run.checkpointer(
@@ -78,28 +87,26 @@ def train(cfg: DictConfig, run: RunSession) -> dict[str, Any]:
         early_stopping=early_stopping,
         data_normalization=data.normalization,
         target_normalization=data.target_normalization,
+        **checkpointed(callbacks),  # by their names: callback.<name>
     )
     trained = run.distribute(model)
     if trainer.compile:  # shares `model`'s weights: the checkpoint keeps plain keys
         trained = compile_model(trained, trainer.compile_mode, device)
-    return fit(
+    settings = LoopSettings.from_config(trainer, device, run.metrics, precision)
+    # In this order after each event: the session last (it checkpoints what the others did).
+    final = fit(
         trained,
         optimizer,
         scheduler,
         train_batches,
         val_batches,
-        task=task,
-        state=state,
-        epochs=trainer.epochs,
-        device=device,
-        log_every=trainer.log_every,
-        metrics=run.metrics,
-        grad_clip=trainer.grad_clip,
-        limit_train_batches=trainer.limit_train_batches,
-        accumulate_grad_batches=trainer.accumulate_grad_batches,
-        precision=precision,
-        val_every_steps=trainer.val_every_steps,
-        early_stopping=early_stopping,
-        on_step_end=run.after_step,
-        on_validation=after_validation,
+        task,
+        state,
+        settings,
+        [early_stopping, *callbacks.values(), not_learning, run],
     )
+    if trainer.test_after_fit:  # best.pt (last.pt without one) on the test split
+        checkpoint = run.best_checkpoint()
+        limit = trainer.limit_val_batches
+        final.update(run.record_test(evaluate_checkpoint(checkpoint, "test", limit=limit)))
+    return final

@@ -81,6 +81,12 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     determinism: DeterminismConfig = field(default_factory=DeterminismConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    callbacks: dict[str, Any] = field(default_factory=dict)
+    """Callbacks by name, each a `_target_` and its settings: `callbacks=ema`,
+    `'callbacks=[ema,grad_norm]'` (docs/callbacks.md)."""
+    tags: list[str] = field(default_factory=list)
+    """Words that describe the run (`tags=[ablation,lr]`): in run.json, given to the loggers,
+    and a sweep summary can group by them."""
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     resume: ResumeConfig = field(default_factory=ResumeConfig)
     recipe: str = MISSING

@@ -93,6 +93,7 @@ from seedbed.core.targets import _walk as walk_targets
 from seedbed.core.targets import is_allowed, user_prefixes
 from seedbed.runs.forced_resume import apply_settings, built_settings, rebuilds_schedule
 from seedbed.runs.hydra import validate
+from seedbed.runs.overview import debug_record, model_summary, show_config, summary_table
 from seedbed.runs.resume import (
     ResumePlan,
     given_keys,
@@ -175,6 +176,8 @@ class RunSession:
     def _open(self) -> None:
         cfg = self.cfg
         validate(cfg)
+        if self.writes_run_dir:
+            show_config(cfg)
         check_logger_packages(cfg.logger)
         check_log_dir(cfg.logger, self.run_dir, given_keys(self.overrides))
         if self.plan is None and self.writes_run_dir and (warning := untrusted_targets(cfg)):
@@ -205,6 +208,8 @@ class RunSession:
             device=str(self.device),
             torch_threads=torch.get_num_threads(),
             parallel_jobs=parallel_jobs(),
+            tags=list(cfg.tags),
+            **({"debug": debug} if (debug := debug_record(cfg)) else {}),
             # What changes the bits besides the seed, resolved (config.yaml has it too).
             trainer={
                 key: cfg.trainer[key]
@@ -241,6 +246,31 @@ class RunSession:
         """run.json's `data`: which files the run read (as given and absolute), their
         fingerprint (what `compare` names when the data changed) and the normalisation."""
         self.record.update(data=record)
+
+    def record_model(self, model: nn.Module) -> None:
+        """run.json's `model`: parameters per top-level module, total and trainable (also in
+        train.log). Counted, not traced: no forward pass, so nothing draws or moves a statistic."""
+        summary = model_summary(model)
+        self.record.update(model=summary)
+        log.info("model %s\n%s", type(model).__name__, summary_table(summary))
+
+    def best_checkpoint(self) -> Path:
+        """best.pt, or last.pt where the run keeps no best (checkpoint.save_best=false)."""
+        directory = self.run_dir / CHECKPOINT_DIR
+        best = directory / "best.pt"
+        return best if best.exists() else directory / "last.pt"
+
+    def record_test(self, result: dict[str, Any]) -> dict[str, float]:
+        """run.json's `test` (an evaluation of a checkpoint on the test split, as eval.py
+        writes it) and a `test` record for metrics.jsonl and the loggers; returns the metrics."""
+        self.record.update(test=result)
+        self.metrics.write({"kind": "test", "step": result["step"], **result["metrics"]})
+        log.info(
+            "test (%s): %s",
+            result["checkpoint_file"],
+            "  ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items()),
+        )
+        return dict(result["metrics"])
 
     def distribute(self, model: nn.Module) -> nn.Module:
         """What the loop calls: `model` itself, or wrapped in DDP for a distributed run."""
@@ -306,15 +336,15 @@ class RunSession:
         log.info("run dir %s  %s  device %s", self.run_dir, seed_line(self.cfg), self.device)
         self._fit_started = time.perf_counter()
 
-    def after_step(self, state: Any) -> None:
-        """The loop's hook after every optimizer step: checkpoint when due, stop on a signal."""
+    def on_step_end(self, state: Any) -> None:
+        """The loop's event after every optimizer step: checkpoint when due, stop on a signal."""
         self.checkpoints.after_step(state)
         if self._send_test_signal is not None:
             self._send_test_signal(state.step)
         self._stop_if_asked(state)
 
-    def after_validation(self, state: Any, val: dict[str, float]) -> None:
-        """The loop's hook after each validation: best.pt, the epoch-end checkpoint, a stop."""
+    def on_validation(self, state: Any, val: dict[str, float]) -> None:
+        """The loop's event after each validation: best.pt, the epoch-end checkpoint, a stop."""
         self.checkpoints.after_validation(state, val)
         self._stop_if_asked(state)
 
