@@ -133,7 +133,7 @@ def test_loggers_continue_a_resumed_run(tmp_path):
     ]
     run_dir = tmp_path / "run"
     train_in_process(run_dir, *SMALL, *CKPT, *loggers)
-    first = read_run(run_dir)["mlflow"]["run_id"]
+    first = read_run(run_dir)["loggers"]["mlflow"]["run_id"]
     # From an earlier checkpoint: the steps after it are logged a second time. Where a resume
     # logs is its own command's choice (never the run directory's): the same loggers again.
     resume = f"resume={run_dir / 'checkpoints' / 'step_000010.pt'}"
@@ -142,7 +142,7 @@ def test_loggers_continue_a_resumed_run(tmp_path):
     client = MlflowClient(tracking_uri=store)
     [experiment] = [e for e in client.search_experiments() if e.name != "Default"]
     [run] = client.search_runs([experiment.experiment_id])
-    assert run.info.run_id == first == record["mlflow"]["run_id"]
+    assert run.info.run_id == first == record["loggers"]["mlflow"]["run_id"]
     assert run.info.status == "FINISHED"
 
     logged = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] == "train"]

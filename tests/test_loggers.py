@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import yaml
-from helpers import SMALL, read_run, run_train
+from helpers import SMALL, compose_config, read_run, run_train
 
 from seedbed.core.errors import SeedbedError
 from seedbed.core.loggers import check_logger_packages
@@ -78,10 +78,12 @@ def test_a_logger_without_its_package_fails_early_naming_the_extra(monkeypatch):
     from omegaconf import OmegaConf
 
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
-    for name in ("tensorboard", "mlflow"):
+    for name in ("tensorboard", "mlflow", "wandb"):
+        (selected,) = compose_config(f"logger={name}").logger.values()
         with pytest.raises(SeedbedError, match=rf"pip install 'seedbed\[{name}\]'"):
-            check_logger_packages(OmegaConf.create({name: {}}))
+            check_logger_packages(OmegaConf.create({name: selected}))
     check_logger_packages(OmegaConf.create({"tensorboard": None, "mlflow": None}))
+    check_logger_packages(compose_config("logger=csv").logger)  # the standard library's csv
 
 
 @pytest.mark.parametrize("telemetry", [False, True])
@@ -89,7 +91,8 @@ def test_mlflow_telemetry_is_off_unless_asked(tmp_path, monkeypatch, telemetry):
     pytest.importorskip("mlflow")
     import mlflow.tracking
 
-    from seedbed.core.loggers import MlflowLogger
+    from seedbed.core.loggers import LoggerContext
+    from seedbed.core.trackers import MlflowLogger
 
     seen = {}
 
@@ -107,5 +110,6 @@ def test_mlflow_telemetry_is_off_unless_asked(tmp_path, monkeypatch, telemetry):
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "unset below; restored after the test")
     monkeypatch.delenv("MLFLOW_DISABLE_TELEMETRY")
     settings = {"tracking_uri": "", "artifact_location": "", "experiment": "e"}
-    MlflowLogger(tmp_path, **settings, log_artifacts=False, params={}, tags={}, telemetry=telemetry)
+    context = LoggerContext(tmp_path, "mlflow", {})
+    MlflowLogger(context, **settings, log_artifacts=False, telemetry=telemetry)
     assert seen["disabled"] == (None if telemetry else "true")

@@ -1,37 +1,37 @@
-"""Optional metric loggers beside metrics.jsonl: TensorBoard and MLflow.
+"""Metric loggers beside metrics.jsonl, as components: `logger=csv`, `logger=wandb`,
+`'logger=[tensorboard,mlflow]'`.
 
-Each logger takes the records metrics.jsonl gets, through the same two
-methods (`write(record)`, `close()`), so the training loop knows nothing about
-them. A record `{"kind": "train", "step": 40, "loss": ...}` becomes the scalar
-`train/loss` at step 40. A logger whose package is missing fails before
-training starts, naming the extra to install.
-
-A resumed run continues what it logged: MLflow logs into the same MLflow run
-(its id is in run.json, `mlflow.run_id`), and TensorBoard purges the points
-after the checkpoint it resumed from, so each step has one point, as in the
-rewound metrics.jsonl.
+A logger is a `_target_` in the `logger` group (one YAML each, under
+configs/logger/), built with a `LoggerContext` (the run directory, the resolved
+config, tags, seeds, code version, and what a resume continues from) and its
+own settings. Its interface is small: `write(record)` gets each record
+metrics.jsonl gets (`{"kind": "train", "step": 40, "loss": ...}` becomes the
+scalar `train/loss` at step 40), `close()` ends it, and an optional
+`run_record()` returns what run.json keeps of it (`loggers.<name>`) so that a
+resume continues the same run: MLflow's and W&B's run ids. A resumed run logs
+each step once: TensorBoard purges the points after the checkpoint, the CSV is
+rewritten from the records metrics.jsonl kept. A logger whose package is
+missing fails before training starts, naming the extra. Where a logger writes
+comes from the current command, never from a config read back from a file.
 """
 
 from __future__ import annotations
 
+import csv
 import importlib.util
-import os
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
 from seedbed.core.errors import ConfigError, SeedbedError
 from seedbed.core.files import is_inside
-from seedbed.core.record import flatten, read_json
 
 # Keys of a record that say where it belongs rather than what was measured.
 POSITION_KEYS = ("kind", "epoch", "step")
-# The packages each logger imports, and the extra that installs them.
-LOGGER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboard"), "mlflow": ("mlflow", "mlflow")}
 
 
 class MetricsWriter(Protocol):
@@ -51,30 +51,46 @@ def scalars(record: Mapping[str, Any]) -> dict[str, float]:
     }
 
 
+@dataclass
+class LoggerContext:
+    """What every logger is built with, besides its own settings."""
+
+    run_dir: Path
+    name: str
+    """Its key in the `logger` group (and in run.json's `loggers`)."""
+    config: dict[str, Any]
+    """The run's resolved config (what a tracker logs as its parameters)."""
+    tags: list[str] = field(default_factory=list)
+    seeds: Mapping[str, Any] = field(default_factory=dict)
+    git: Mapping[str, Any] = field(default_factory=dict)
+    resumed_at: int | None = None
+    """A resume: the step of the checkpoint it starts from; None for a new run."""
+    kept: Sequence[Mapping[str, Any]] = ()
+    """A resume: the records metrics.jsonl kept after the rewind."""
+    recorded: Mapping[str, Any] = field(default_factory=dict)
+    """A resume: what run.json kept of this logger (its `run_record()`), {} when nothing."""
+
+
 class TensorBoardLogger:
     """Scalars into `<run dir>/<log_dir>` with the standard SummaryWriter."""
 
-    def __init__(
-        self, log_dir: Path, resumed_at: int | None = None, kept: Sequence[Mapping] = ()
-    ) -> None:
-        """`resumed_at`: the step of the checkpoint a resume starts from; `kept`: the records
-        metrics.jsonl kept after the rewind."""
+    def __init__(self, context: LoggerContext, log_dir: str = "tensorboard") -> None:
         from torch.utils.tensorboard import SummaryWriter
 
+        path = context.run_dir / log_dir
         # TensorBoard drops every earlier point at or after purge_step. The checkpoint's own
         # step may hold points written before it was saved (kept) and after (to be redone):
         # purge it whole, then write back the kept ones.
         try:
-            self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=resumed_at)
+            self.writer = SummaryWriter(log_dir=str(path), purge_step=context.resumed_at)
         except OSError as error:  # a file in its place, no permission, a full disk
             raise SeedbedError(
-                f"logger.tensorboard.log_dir: {log_dir} cannot be a folder of event files "
+                f"logger.{context.name}.log_dir: {path} cannot be a folder of event files "
                 f"({error.strerror})"
             ) from error
-        if resumed_at is not None:
-            for record in kept:
-                if record.get("step") == resumed_at:
-                    self.write(record)
+        for record in context.kept:
+            if context.resumed_at is not None and record.get("step") == context.resumed_at:
+                self.write(record)
 
     def write(self, record: Mapping[str, Any]) -> None:
         for tag, value in scalars(record).items():
@@ -84,119 +100,43 @@ class TensorBoardLogger:
         self.writer.close()
 
 
-class MlflowLogger:
-    """One MLflow run: the flattened config as params, seeds and code version as tags,
-    metrics as they come, the run directory's files as artifacts at the end."""
+class CsvLogger:
+    """One CSV per run (`<run dir>/<file>`): a row per record, columns `kind`, `epoch`,
+    `step`, then each scalar (`train/loss`, `val/acc`, ...) as it first appears; empty where a
+    record has no such value. `pandas.read_csv` reads it as it is. A resume rewrites it
+    from the records metrics.jsonl kept, so each record is in it once."""
 
-    def __init__(
-        self,
-        run_dir: Path,
-        *,
-        tracking_uri: str,
-        artifact_location: str,
-        experiment: str,
-        log_artifacts: bool,
-        params: Mapping[str, Any],
-        tags: Mapping[str, str],
-        run_id: str | None = None,
-        telemetry: bool = False,
-    ) -> None:
-        """`run_id`: the MLflow run of the run being resumed, continued instead of a new one."""
-        if not telemetry:  # read when mlflow is imported: set before
-            os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
-        self.run_dir = run_dir
-        self.log_artifacts = log_artifacts
+    def __init__(self, context: LoggerContext, file: str = "metrics.csv") -> None:
+        self.path = context.run_dir / file
+        self.columns: list[str] = list(POSITION_KEYS)
+        self.rows: list[dict[str, Any]] = []
         try:
-            self._start(tracking_uri, artifact_location, experiment, params, tags, run_id)
-        except Exception as error:  # mlflow's own errors, many kinds: an unsupported URI, ...
-            text = str(error).strip() or type(error).__name__
-            first = text.splitlines()[0].split(". ")[0].strip()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text("")  # a new run's, or a resume's rewound copy
+        except OSError as error:
             raise SeedbedError(
-                f"logger.mlflow.tracking_uri={tracking_uri!r} (artifact_location="
-                f"{artifact_location!r}) cannot be used: {first}"
+                f"logger.{context.name}.file: {self.path} cannot be written ({error.strerror})"
             ) from error
-
-    def _start(
-        self,
-        tracking_uri: str,
-        artifact_location: str,
-        experiment: str,
-        params: Mapping[str, Any],
-        tags: Mapping[str, str],
-        run_id: str | None,
-    ) -> None:
-        from mlflow.tracking import MlflowClient
-
-        self.client = MlflowClient(tracking_uri=tracking_uri)
-        if run_id is not None and (found_run := self._run_in_store(run_id)) is not None:
-            from mlflow.entities import RunStatus
-
-            # Params stay as first logged: MLflow refuses to change one (a resume's overrides
-            # are in run.json's `resumes`).
-            self.run_id = found_run
-            self.client.update_run(self.run_id, status=RunStatus.to_string(RunStatus.RUNNING))
-            return
-        found = self.client.get_experiment_by_name(experiment)
-        if found is not None:
-            experiment_id = found.experiment_id
-        else:
-            location = artifact_location
-            if "://" not in location and not location.startswith("file:"):
-                location = Path(location).resolve().as_uri()
-            experiment_id = self.client.create_experiment(experiment, artifact_location=location)
-        run = self.client.create_run(experiment_id, run_name=self.run_dir.name, tags=dict(tags))
-        self.run_id = run.info.run_id
-        self._log_params(params)
-
-    def _run_in_store(self, run_id: Any) -> str | None:
-        """`run_id` (read from run.json) if this store holds that run; None for a run logged
-        elsewhere (a received run directory): the resume then starts a new MLflow run."""
-        from mlflow.exceptions import MlflowException
-
-        if not (isinstance(run_id, str) and re.fullmatch(r"[0-9a-f]{32}", run_id)):
-            return None
-        try:
-            return str(self.client.get_run(run_id).info.run_id)
-        except MlflowException:
-            return None
-
-    def _log_params(self, params: Mapping[str, Any]) -> None:
-        from mlflow.entities import Param
-
-        items = [Param(key, str(value)) for key, value in params.items()]
-        for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
-            self.client.log_batch(self.run_id, params=items[start : start + 100])
+        for record in context.kept:
+            self.write(record)
 
     def write(self, record: Mapping[str, Any]) -> None:
-        import time
-
-        from mlflow.entities import Metric
-
-        stamp = int(time.time() * 1000)
-        step = int(record.get("step", 0))
-        metrics = [Metric(key, value, stamp, step) for key, value in scalars(record).items()]
-        if metrics:
-            self.client.log_batch(self.run_id, metrics=metrics)
+        row = {key: record.get(key) for key in POSITION_KEYS}
+        row.update(scalars(record))
+        self.rows.append(row)
+        new = [name for name in row if name not in self.columns]
+        if new:  # a new column: the header changes, the file is written again (rare)
+            self.columns += new
+            with self.path.open("w", newline="") as file:
+                writer = csv.DictWriter(file, self.columns)
+                writer.writeheader()
+                writer.writerows(self.rows)
+            return
+        with self.path.open("a", newline="") as file:
+            csv.DictWriter(file, self.columns).writerow(row)
 
     def close(self) -> None:
-        if self.log_artifacts:
-            for path in sorted(self.run_dir.rglob("*")):
-                relative = path.relative_to(self.run_dir)
-                if path.is_file() and relative.parts[0] != "checkpoints":
-                    parent = relative.parent.as_posix()
-                    self.client.log_artifact(
-                        self.run_id, str(path), None if parent == "." else parent
-                    )
-        self.client.set_terminated(self.run_id, status=_mlflow_status(self.run_dir))
-
-
-def _mlflow_status(run_dir: Path) -> str:
-    """The run's own status (run.json is final by the time loggers close), in MLflow's words."""
-    try:
-        status = read_json(run_dir / "run.json").get("status")
-    except SeedbedError:
-        status = None
-    return {"completed": "FINISHED", "interrupted": "KILLED"}.get(status, "FAILED")
+        pass
 
 
 class AllLoggers:
@@ -220,87 +160,23 @@ class AllLoggers:
             raise errors[0]
 
 
-def check_logger_packages(logger_cfg: DictConfig) -> None:
-    """Fail now, before any training, when a selected logger's package is missing."""
-    for name, (module, extra) in LOGGER_PACKAGES.items():
-        if logger_cfg.get(name) is not None and importlib.util.find_spec(module) is None:
-            raise SeedbedError(
-                f"logger={name} needs the {module} package: pip install 'seedbed[{extra}]' "
-                f"(or drop logger={name})"
-            )
-
-
-def check_log_dir(logger_cfg: DictConfig, run_dir: Path, given: set[str] | None) -> None:
-    """TensorBoard writes inside the run directory: a `log_dir` that leaves it (`..`, a link)
-    is taken only from this command line (`given`: the keys it sets; None: a programmatic
-    call, whose whole config is the caller's)."""
-    settings = logger_cfg.get("tensorboard")
-    if settings is None or given is None or "logger.tensorboard.log_dir" in given:
-        return
-    if not is_inside(run_dir / settings.log_dir, run_dir):
-        raise ConfigError(
-            "logger.tensorboard.log_dir",
-            settings.log_dir,
-            "a folder inside the run directory (one outside it only when given on this "
-            "command line)",
-        )
-
-
-def build_loggers(
-    cfg: DictConfig,
-    run_dir: Path,
-    seeds: Mapping[str, Any],
-    git: Mapping[str, Any],
-    resumed: Mapping[str, Any] | None = None,
-) -> list[MetricsWriter]:
-    """The loggers `cfg.logger` selects, started; metrics.jsonl is not one of them.
-    `resumed` (a resume): `step`, the checkpoint's step; `kept`, the records metrics.jsonl
-    kept; `record`, run.json as it was (where the MLflow run id is)."""
-    check_logger_packages(cfg.logger)
-    loggers: list[MetricsWriter] = []
-    if cfg.logger.tensorboard is not None:
-        log_dir = run_dir / cfg.logger.tensorboard.log_dir
-        if resumed is None:
-            loggers.append(TensorBoardLogger(log_dir))
-        else:
-            loggers.append(TensorBoardLogger(log_dir, resumed["step"], resumed["kept"]))
-    if cfg.logger.mlflow is not None:
-        settings = cfg.logger.mlflow
-        tags = {f"seeds.{name}": str(value) for name, value in seeds.get("streams", {}).items()}
-        tags["seed"] = str(seeds.get("seed"))
-        tags["git.commit"] = str(git.get("commit"))
-        tags["git.dirty"] = str(git.get("dirty"))
-        tags["run_dir"] = str(run_dir)
-        loggers.append(
-            MlflowLogger(
-                run_dir,
-                tracking_uri=settings.tracking_uri,
-                artifact_location=settings.artifact_location,
-                experiment=settings.experiment,
-                log_artifacts=settings.log_artifacts,
-                telemetry=settings.telemetry,
-                params=flatten(OmegaConf.to_container(cfg, resolve=True)),
-                tags=tags,
-                run_id=((resumed or {}).get("record") or {}).get("mlflow", {}).get("run_id"),
-            )
-        )
-    return loggers
-
-
-def logger_record(loggers: Sequence[MetricsWriter]) -> dict[str, Any]:
-    """What run.json keeps of the loggers: the MLflow run's id, so that a resume continues it."""
-    for logger in loggers:
-        if isinstance(logger, MlflowLogger):
-            return {"mlflow": {"run_id": logger.run_id}}
-    return {}
-
-
+# The packaged loggers: their settings' schema, the package each imports and the extra that
+# installs it, and the settings that name where it writes (inside the run directory unless
+# this command line says otherwise).
 @dataclass
 class TensorBoardConfig:
     """TensorBoard event files (torch.utils.tensorboard.SummaryWriter)."""
 
     log_dir: str = "tensorboard"
     """Directory of the event files, relative to the run directory."""
+
+
+@dataclass
+class CsvConfig:
+    """A CSV of the run's records, for spreadsheets and pandas."""
+
+    file: str = "metrics.csv"
+    """The file, relative to the run directory."""
 
 
 @dataclass
@@ -322,11 +198,125 @@ class MlflowConfig:
 
 
 @dataclass
-class LoggerConfig:
-    """Extra metric loggers; metrics.jsonl is always written. Select with
-    `logger=tensorboard`, `logger=mlflow` or `logger=[tensorboard,mlflow]`."""
+class WandbConfig:
+    """One Weights & Biases run per training run: the config, tags, metrics; its files in the
+    run directory. A resume continues the same W&B run (its id is in run.json)."""
 
-    tensorboard: TensorBoardConfig | None = None
-    """Set by `logger=tensorboard`; null: off."""
-    mlflow: MlflowConfig | None = None
-    """Set by `logger=mlflow`; null: off."""
+    project: str = "seedbed"
+    """The W&B project."""
+    entity: str | None = None
+    """The W&B team or user; null: your default."""
+    mode: str = "offline"
+    """offline (files only; `wandb sync <run dir>/wandb/offline-run-*` uploads them later),
+    online, or disabled. offline unless set: a run contacts no host it was not told to."""
+    dir: str = "."
+    """Where W&B's `wandb/` folder goes, relative to the run directory."""
+
+
+@dataclass(frozen=True)
+class KnownLogger:
+    schema: type
+    package: str
+    extra: str
+    destinations: tuple[str, ...] = ()
+
+
+KNOWN_LOGGERS = {
+    "seedbed.core.loggers.TensorBoardLogger": KnownLogger(
+        TensorBoardConfig, "tensorboard", "tensorboard", ("log_dir",)
+    ),
+    "seedbed.core.loggers.CsvLogger": KnownLogger(CsvConfig, "csv", "", ("file",)),
+    "seedbed.core.trackers.MlflowLogger": KnownLogger(MlflowConfig, "mlflow", "mlflow"),
+    "seedbed.core.trackers.WandbLogger": KnownLogger(WandbConfig, "wandb", "wandb", ("dir",)),
+}
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+def _selected(logger_cfg: Mapping[str, Any]) -> dict[str, tuple[Mapping[str, Any], Any]]:
+    """name -> (settings, KnownLogger or None) of each selected logger."""
+    selected = {}
+    for name, node in (logger_cfg or {}).items():
+        if node is None:
+            continue
+        if not isinstance(node, (Mapping, DictConfig)) or "_target_" not in node:
+            raise ConfigError(f"logger.{name}", node, "a mapping with a _target_ or null")
+        selected[str(name)] = (node, KNOWN_LOGGERS.get(str(node["_target_"])))
+    return selected
+
+
+def check_loggers(logger_cfg: DictConfig) -> None:
+    """The keys and values of the packaged loggers' settings (a logger of your own is asked
+    only for its `_target_`)."""
+    for name, (node, known) in _selected(logger_cfg).items():
+        if known is None:
+            continue
+        allowed = set(known.schema.__dataclass_fields__) | {"_target_"}
+        for key in node:
+            if key not in allowed:
+                raise ConfigError(
+                    f"logger.{name}.{key}", node[key], f"a key of {', '.join(sorted(allowed))}"
+                )
+        if known.schema is WandbConfig and node.get("mode", "offline") not in WANDB_MODES:
+            raise ConfigError(f"logger.{name}.mode", node.get("mode"), " | ".join(WANDB_MODES))
+
+
+def check_logger_packages(logger_cfg: DictConfig) -> None:
+    """Fail now, before any training, when a selected logger's package is missing."""
+    for name, (_node, known) in _selected(logger_cfg).items():
+        if known is None or not known.extra:
+            continue
+        if importlib.util.find_spec(known.package) is None:
+            raise SeedbedError(
+                f"logger={name} needs the {known.package} package: pip install "
+                f"'seedbed[{known.extra}]' (or drop logger={name})"
+            )
+
+
+def check_log_dir(logger_cfg: DictConfig, run_dir: Path, given: set[str] | None) -> None:
+    """Loggers write inside the run directory: a destination that leaves it (`..`, a link)
+    is taken only from this command line (`given`: the keys it sets; None: a programmatic
+    call, whose whole config is the caller's)."""
+    if given is None:
+        return
+    for name, (node, known) in _selected(logger_cfg).items():
+        for key in known.destinations if known is not None else ():
+            value = node.get(key, getattr(known.schema(), key))
+            if f"logger.{name}.{key}" in given or is_inside(run_dir / value, run_dir):
+                continue
+            raise ConfigError(
+                f"logger.{name}.{key}",
+                value,
+                "a path inside the run directory (one outside it only when given on this "
+                "command line)",
+            )
+
+
+def build_loggers(
+    logger_cfg: DictConfig, base: LoggerContext, recorded: Mapping[str, Any] | None = None
+) -> dict[str, MetricsWriter]:
+    """The loggers `logger_cfg` selects, started, by name; metrics.jsonl is not one of them.
+    `base` is every logger's context but its name; `recorded`: run.json's `loggers` of a
+    resumed run."""
+    check_logger_packages(logger_cfg)
+    loggers: dict[str, MetricsWriter] = {}
+    for name, (node, _known) in _selected(logger_cfg).items():
+        kept = dict((recorded or {}).get(name) or {})
+        context = LoggerContext(**{**vars(base), "name": name, "recorded": kept})
+        settings = (
+            OmegaConf.to_container(node, resolve=True)
+            if isinstance(node, DictConfig)
+            else dict(node)
+        )
+        target = get_object(str(settings.pop("_target_")))
+        loggers[name] = target(context, **settings)
+    return loggers
+
+
+def logger_record(loggers: Mapping[str, MetricsWriter]) -> dict[str, Any]:
+    """What run.json keeps of the loggers (`loggers.<name>`), so that a resume continues them."""
+    kept = {}
+    for name, logger in loggers.items():
+        run_record = getattr(logger, "run_record", None)
+        if run_record is not None and (record := run_record()):
+            kept[name] = record
+    return {"loggers": kept} if kept else {}

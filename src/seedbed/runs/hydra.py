@@ -22,7 +22,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from seedbed.core.checkpoint import CheckpointConfig, check_checkpoint
 from seedbed.core.determinism import DeterminismConfig, check_determinism
 from seedbed.core.errors import ConfigError
-from seedbed.core.loggers import LoggerConfig
+from seedbed.core.loggers import check_loggers
 from seedbed.core.paths import LIBRARY_CONFIGS, run_dir_of, run_name
 from seedbed.core.seeding import SeedsConfig, check_seeds
 from seedbed.data.arrays import (
@@ -80,7 +80,9 @@ class TrainConfig:
     loader: LoaderConfig = field(default_factory=LoaderConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     determinism: DeterminismConfig = field(default_factory=DeterminismConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    logger: dict[str, Any] = field(default_factory=dict)
+    """Metric loggers beside metrics.jsonl (always written), by name, each a `_target_` and
+    its settings: `logger=csv`, `'logger=[tensorboard,wandb]'` (docs/logging.md)."""
     callbacks: dict[str, Any] = field(default_factory=dict)
     """Callbacks by name, each a `_target_` and its settings: `callbacks=ema`,
     `'callbacks=[ema,grad_norm]'` (docs/callbacks.md)."""
@@ -161,6 +163,7 @@ CHECKS: dict[str, Callable[[DictConfig], None]] = {
     "loader": check_loader,
     "trainer": check_trainer,
     "checkpoint": check_checkpoint,
+    "logger": check_loggers,
     "optim": check_optim,
     "sched": check_sched,
     "data": check_data,

@@ -71,6 +71,7 @@ from seedbed.core.launchers import oversubscription, parallel_jobs, with_threads
 from seedbed.core.lock import RunLock
 from seedbed.core.loggers import (
     AllLoggers,
+    LoggerContext,
     build_loggers,
     check_log_dir,
     check_logger_packages,
@@ -227,18 +228,29 @@ class RunSession:
         else:
             environment = read_environment(self.run_dir)
         self.jsonl = MetricsLog(self.run_dir / METRICS_FILE)
-        resumed = None
-        if self.plan is not None:  # loggers continue: the records kept, the MLflow run's id
+        base = LoggerContext(
+            self.run_dir,
+            "",
+            cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True)),
+            tags=list(cfg.tags),
+            seeds=self.seeds.as_record(),
+            git=environment.get("git", {}),
+        )
+        recorded = None
+        if self.plan is not None:  # loggers continue: the records kept, their runs' ids
             kept = self.run_dir / METRICS_FILE  # none in the scratch dir of a rank other than 0
-            resumed = {
-                "step": self.plan.checkpoint["loop"]["step"],
-                "kept": read_metrics(kept) if kept.is_file() else [],
-                "record": self.record.data,
-            }
-        git = environment.get("git", {})
-        extra = build_loggers(cfg, self.run_dir, self.seeds.as_record(), git, resumed)
-        self.record.update(**logger_record(extra))
-        self.metrics = AllLoggers([self.jsonl, *extra])
+            base.resumed_at = self.plan.checkpoint["loop"]["step"]
+            base.kept = read_metrics(kept) if kept.is_file() else []
+            data = self.record.data
+            recorded = data.get("loggers") or (
+                {"mlflow": data["mlflow"]} if "mlflow" in data else {}
+            )
+        extra = build_loggers(cfg.logger, base, recorded)
+        # Kept for a later resume: the ids of this command's loggers and of those it dropped.
+        kept_ids = {**(recorded or {}), **logger_record(extra).get("loggers", {})}
+        if kept_ids:
+            self.record.update(loggers=kept_ids)
+        self.metrics = AllLoggers([self.jsonl, *extra.values()])
 
     # -- what the recipe is handed ----------------------------------------------------------
 

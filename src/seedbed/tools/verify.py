@@ -108,7 +108,7 @@ def rerun_config(recorded: Path, where: Path, allow_targets: Sequence[str] = ())
     # A rerun is a check, not a new tracked run: it logs to its own metrics.jsonl only, and
     # fetches nothing (the recorded loggers and downloads are the sender's choice).
     config = without_downloads(config)
-    config["logger"] = {"tensorboard": None, "mlflow": None}
+    config["logger"] = {}
     # A relative data path that does not resolve from here: the absolute one run.json recorded.
     recorded_data = read_json(recorded / RUN_FILE).get("data") or {}
     for key, absolute in (recorded_data.get("paths") or {}).items():
