@@ -35,7 +35,6 @@ from seedbed.compile import COMPILE_MODES
 from seedbed.core.device import DEVICES
 from seedbed.core.errors import SeedbedError, require, require_choice
 from seedbed.core.loggers import MetricsWriter
-from seedbed.core.record import MetricsLog
 from seedbed.data.loader import EpochBatches
 from seedbed.precision import PRECISIONS, Precision
 from seedbed.task import Monitor, Task
@@ -157,10 +156,12 @@ def evaluate(
     sums: dict[str, Tensor] = {}
     count = 0
     batches.set_epoch(0)
+    on_cpu = device.type == "cpu"
     for index, (x, y) in enumerate(batches):
         if limit is not None and index >= limit:
             break
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if not on_cpu:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         for name, value in task.metric_sums(model(x), y).items():
             sums[name] = sums[name] + value if name in sums else value
         count += len(y)
@@ -181,25 +182,26 @@ def _progress(total: int, epoch: int, initial: int) -> Any:
     )
 
 
-def _flush_losses(state: LoopState, metrics: MetricsLog) -> float:
-    """Copy the window's losses once, check them, append one record; return the window mean."""
-    losses = torch.stack(state.losses).double().cpu()
+def _flush_losses(state: LoopState, metrics: MetricsWriter) -> float:
+    """Copy the window's losses once, check them, append one record; return the window mean.
+    The arithmetic is Python's on the copied numbers: a handful of tensor ops here cost more
+    than the loop's other work per step together."""
+    losses = torch.stack(state.losses).tolist()  # the one copy from the device
     state.losses.clear()
-    finite = torch.isfinite(losses)
-    if not finite.all():
-        first = state.step - len(losses) + 1 + int((~finite).nonzero()[0])
-        value, epoch = float(losses[~finite][0]), state.epoch + 1
-        raise NonFiniteLoss(
-            f"training loss is {value} at step {first} (epoch {epoch}); "
-            "lower optim.lr or set trainer.grad_clip"
-        )
-    mean = float(losses.mean())
+    for offset, value in enumerate(losses):
+        if not math.isfinite(value):
+            first, epoch = state.step - len(losses) + 1 + offset, state.epoch + 1
+            raise NonFiniteLoss(
+                f"training loss is {value} at step {first} (epoch {epoch}); "
+                "lower optim.lr or set trainer.grad_clip"
+            )
+    mean = math.fsum(losses) / len(losses)
     metrics.write(
         {
             "kind": "train",
             "epoch": state.epoch,
             "step": state.step,
-            "loss": float(losses[-1]),
+            "loss": losses[-1],
             "loss_mean": mean,
             "lr": state.lr,
         }

@@ -18,13 +18,13 @@ from typing import Any
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from seedbed.callbacks import build_callbacks, checkpointed
 from seedbed.compile import compile_model
 from seedbed.core.errors import ConfigError
 from seedbed.data.loader import build_batches
 from seedbed.evaluate import evaluate_checkpoint
 from seedbed.init import init_weights
 from seedbed.learning import NotLearningWarning, judged_epoch
-from seedbed.callbacks import build_callbacks, checkpointed
 from seedbed.loop import EarlyStopping, LoopSettings, LoopState, fit
 from seedbed.optim import build_optimizer, build_scheduler
 from seedbed.precision import build_precision
