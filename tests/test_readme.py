@@ -75,6 +75,8 @@ PAGES = [
             "bad-input",
             "safety",
             "checking",
+            "callbacks",
+            "debugging",
             "logging",
             "docker",
             "notebook",
