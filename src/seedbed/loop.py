@@ -103,8 +103,6 @@ class EarlyStopping:
 
     def on_validation(self, state: LoopState, val: dict[str, float]) -> bool:
         """The loop's event: True stops training."""
-        if self.patience is None:
-            return False
         stop = self.update(val, state)
         if stop:
             log.info(
@@ -283,7 +281,8 @@ def fit(
     - `on_step_end(state)` after every optimizer step;
     - `on_validation(state, val)` after each validation; returning True stops training;
     - `on_epoch_end(state)` after an epoch (and its validation), counters already moved on;
-    - `validation_model` (an attribute): a module to validate instead of `model` (EMA).
+    - `validation_model` (an attribute): a module to validate instead of `model` (EMA);
+    - `stopped` (an attribute): true when a resumed run had already been stopped by it.
 
     A handler may raise to end training there. Events come only between windows, so a
     checkpoint never holds half a window and a signal finishes the window first.
