@@ -52,9 +52,9 @@ def train(cfg: DictConfig, run: RunSession) -> dict[str, Any]:
     )
     trainer = cfg.trainer
     # Counted in optimizer steps: one per `accumulate_grad_batches` batches.
+    limit = trainer.overfit_batches or trainer.limit_train_batches  # debugging: a few
     batches_per_epoch = min(
-        len(train_batches),
-        (trainer.limit_train_batches or math.inf) * trainer.accumulate_grad_batches,
+        len(train_batches), (limit or math.inf) * trainer.accumulate_grad_batches
     )
     steps_per_epoch = math.ceil(batches_per_epoch / trainer.accumulate_grad_batches)
     precision = build_precision(trainer.precision, device)
@@ -105,8 +105,7 @@ def train(cfg: DictConfig, run: RunSession) -> dict[str, Any]:
         settings,
         [early_stopping, *callbacks.values(), not_learning, run],
     )
-    if trainer.test_after_fit:  # best.pt (last.pt without one) on the test split
-        checkpoint = run.best_checkpoint()
-        limit = trainer.limit_val_batches
-        final.update(run.record_test(evaluate_checkpoint(checkpoint, "test", limit=limit)))
+    if trainer.test_after_fit and run.writes_run_dir:  # best.pt (else last.pt) on the test split
+        tested = evaluate_checkpoint(run.best_checkpoint(), "test", limit=trainer.limit_val_batches)
+        final.update(run.record_test(tested))
     return final
