@@ -274,9 +274,11 @@ class RunSession:
 
     def record_test(self, result: dict[str, Any]) -> dict[str, float]:
         """run.json's `test` (an evaluation of a checkpoint on the test split, as eval.py
-        writes it) and a `test` record for metrics.jsonl and the loggers; returns the metrics."""
+        writes it) and a `test` record for metrics.jsonl and the loggers, at the run's last step
+        (trackers take steps in order; `test.step` says which checkpoint); returns the metrics."""
         self.record.update(test=result)
-        self.metrics.write({"kind": "test", "step": result["step"], **result["metrics"]})
+        step = self._parts["loop"].step
+        self.metrics.write({"kind": "test", "step": step, **result["metrics"]})
         log.info(
             "test (%s): %s",
             result["checkpoint_file"],
