@@ -228,3 +228,30 @@ def test_no_secret_from_the_environment_in_any_file_the_loggers_wrote(wandb_csv_
     for path in written:
         data = path.read_bytes()
         assert SECRET.encode() not in data and SECRET[:40].encode() not in data, path
+
+
+@pytest.mark.parametrize(
+    "overrides,named",
+    [
+        (["logger=wandb", "logger.wandb.mode=bogus"], "logger.wandb.mode='bogus' is not allowed"),
+        (["logger=csv", "+logger.csv.colour=red"], "logger.csv.colour='red' is not allowed"),
+        (["+logger.mine=3"], "logger.mine=3 is not allowed: a mapping with a _target_"),
+    ],
+)
+def test_a_bad_logger_setting_is_named_before_anything_runs(overrides, named):
+    from seedbed.core.errors import ConfigError
+    from seedbed.runs.hydra import validate
+
+    with pytest.raises(ConfigError) as refused:
+        validate(compose_config(*overrides))
+    assert named in str(refused.value)
+
+
+def test_a_logger_writes_inside_the_run_directory_unless_this_command_says_otherwise(tmp_path):
+    from seedbed.core.errors import ConfigError
+    from seedbed.core.loggers import check_log_dir
+
+    cfg = compose_config("logger=[csv,wandb]", "logger.csv.file=../elsewhere.csv").logger
+    with pytest.raises(ConfigError, match="logger.csv.file"):
+        check_log_dir(cfg, tmp_path / "run", set())  # read from a file: refused
+    check_log_dir(cfg, tmp_path / "run", {"logger.csv.file"})  # this command's: taken
