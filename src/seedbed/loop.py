@@ -138,7 +138,7 @@ class NonFiniteLoss(SeedbedError):
     pass
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(
     model: nn.Module,
     batches: EpochBatches,
