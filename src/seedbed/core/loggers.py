@@ -211,6 +211,9 @@ class WandbConfig:
     online, or disabled. offline unless set: a run contacts no host it was not told to."""
     dir: str = "."
     """Where W&B's `wandb/` folder goes, relative to the run directory."""
+    telemetry: bool = False
+    """W&B's error reporting (it sends crash reports to W&B's servers): off unless set true
+    (sets WANDB_ERROR_REPORTING for this process)."""
 
 
 @dataclass(frozen=True)

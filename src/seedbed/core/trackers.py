@@ -3,8 +3,8 @@
 Each logs the run's resolved config (as MLflow params, as W&B's config), its seeds, code
 version and tags, then every record as it comes; each continues its own run on a resume
 (the id kept in run.json's `loggers.<name>.run_id`). Neither contacts a host it was not
-told to: MLflow's telemetry is off unless asked, W&B runs offline unless
-`logger.wandb.mode=online`.
+told to: MLflow's telemetry and W&B's error reporting are off unless asked, W&B runs
+offline unless `logger.wandb.mode=online`.
 """
 
 from __future__ import annotations
@@ -166,7 +166,10 @@ class WandbLogger:
         entity: str | None = None,
         mode: str = "offline",
         dir: str = ".",
+        telemetry: bool = False,
     ) -> None:
+        if not telemetry:  # read when W&B's service process starts: set before
+            os.environ["WANDB_ERROR_REPORTING"] = "false"
         import wandb
 
         self.run_dir = context.run_dir
