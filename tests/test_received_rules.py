@@ -36,6 +36,7 @@ from seedbed.core.targets import (
     is_allowed,
 )
 from seedbed.data.fingerprint import folder_fingerprint
+from seedbed.runs.hydra import register_configs
 from seedbed.tools import verify
 
 # Functions of the packages the allow-list draws on, and the usual suspects: none builds a
@@ -131,6 +132,7 @@ def test_you_trust_a_package_of_yours_or_one_name_in_it():
 
 
 def test_the_builders_are_what_your_configs_name_and_never_hydras_own():
+    register_configs()  # the schemas' defaults: alone, no earlier test has registered them
     builders = configured_builders()
     assert {
         "seedbed.data.arrays.synthetic_classification",
@@ -297,7 +299,9 @@ def _leftovers(tmp: Path, run: Path) -> None:
 def _own_logger_option(tmp: Path, run: Path) -> None:
     """A logger option of the user's own (not this command line) whose log_dir leaves the run."""
     (tmp / "conf" / "logger").mkdir(parents=True)
-    (tmp / "conf" / "logger" / "outside.yaml").write_text("tensorboard:\n  log_dir: ../tb\n")
+    (tmp / "conf" / "logger" / "outside.yaml").write_text(
+        "tensorboard:\n  _target_: seedbed.core.loggers.TensorBoardLogger\n  log_dir: ../tb\n"
+    )
 
 
 REFUSED_RESUMES = {
@@ -313,7 +317,7 @@ REFUSED_RESUMES = {
     "a tensorboard log_dir leaving the run, from a config file": (
         _own_logger_option,
         ["--config-dir", "{tmp}/conf", "logger=outside"],
-        "logger.tensorboard.log_dir='../tb' is not allowed: a folder inside the run directory",
+        "logger.tensorboard.log_dir='../tb' is not allowed: a path inside the run directory",
     ),
 }
 SPELLINGS = ["resume={}", "resume.path={}", "++resume.path={}", "+resume={}", "++resume={}"]

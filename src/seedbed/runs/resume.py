@@ -207,8 +207,10 @@ def config_changes(saved: dict[str, Any], cfg: DictConfig) -> dict[str, tuple[An
 def is_safe_on_resume(key: str, cfg: DictConfig) -> bool:
     if key == "trainer.epochs" and spans_the_run(cfg.sched):
         return False  # the schedule spans the whole run: its length changes the numbers
+    # `logger.` covers the group itself too: `logger` emptied, or set where it was empty.
     return any(
-        key == safe or (safe.endswith(".") and key.startswith(safe)) for safe in SAFE_ON_RESUME
+        key == safe or (safe.endswith(".") and f"{key}.".startswith(safe))
+        for safe in SAFE_ON_RESUME
     )
 
 
