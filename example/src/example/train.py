@@ -39,10 +39,18 @@ def train(cfg: DictConfig, run: RunSession) -> dict[str, Any]:
     init_weights(model, cfg.init.scheme, seeds.generator("init"), mode=cfg.init.mode)
     model.to(device)
 
-    train_batches, val_batches = build_batches(
-        data, cfg.loader, seeds, run.ranks.rank, run.ranks.world_size, device
-    )
     trainer = cfg.trainer
+    # Each step takes one global batch, the same samples on any number of ranks: each rank
+    # its micro-batches of it, `accumulate_grad_batches` of them per step.
+    train_batches, val_batches = build_batches(
+        data,
+        cfg.loader,
+        seeds,
+        run.ranks.rank,
+        run.ranks.world_size,
+        device,
+        accumulate=trainer.accumulate_grad_batches,
+    )
     # Counted in optimizer steps: one per `accumulate_grad_batches` batches.
     batches_per_epoch = min(
         len(train_batches),

@@ -57,6 +57,28 @@ def launched_rank() -> int:
     return int(os.environ.get("SLURM_PROCID", "0"))
 
 
+def launched_world_size() -> int:
+    """The number of ranks this process's launcher started (torchrun, a submitit task, srun),
+    else 1: known before torch.distributed starts, so a config can be checked against it."""
+    if "WORLD_SIZE" in os.environ:
+        return int(os.environ["WORLD_SIZE"])
+    if "SUBMITIT_EXECUTOR" in os.environ:
+        from submitit import JobEnvironment
+
+        return JobEnvironment().num_tasks
+    return int(os.environ.get("SLURM_NTASKS", "1"))
+
+
+def ranks_rng_state(saved: dict[str, Any], rank: int) -> dict | None:
+    """The RNG states rank `rank` resumes with from checkpoint `saved`: its own from the run's
+    last segment; None for a rank that segment did not have (it keeps its states as seeded
+    from the master seed and its rank)."""
+    ranks = saved.get("rng_ranks")
+    if ranks is None:
+        return saved["rng"] if rank == 0 else None
+    return ranks[rank] if rank < len(ranks) else None
+
+
 class RankPrefixed:
     """A console stream of a rank other than 0: each line it writes starts `[rank N] `, so a
     warning or an error of that rank is told apart from rank 0's."""

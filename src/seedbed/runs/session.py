@@ -49,6 +49,7 @@ from seedbed.core.distributed import (
     init_distributed,
     launched_rank,
     rank_device,
+    ranks_rng_state,
     teardown_distributed,
 )
 from seedbed.core.environment import ENVIRONMENT_FILE, read_environment, write_environment
@@ -91,6 +92,13 @@ from seedbed.core.record import (
 from seedbed.core.seeding import Seeds, capture_rng_states, restore_rng_states, seed_everything
 from seedbed.core.targets import _walk as walk_targets
 from seedbed.core.targets import is_allowed, user_prefixes
+from seedbed.runs.elastic import (
+    batch_position,
+    check_same_global_batch,
+    resumed_batch,
+    segments_after_resume,
+    step_samples_record,
+)
 from seedbed.runs.forced_resume import apply_settings, built_settings, rebuilds_schedule
 from seedbed.runs.hydra import validate
 from seedbed.runs.resume import (
@@ -120,6 +128,7 @@ class RunSession:
         self.seeds: Seeds | None = None
         self.metrics: AllLoggers | None = None
         self.checkpoints: Checkpointer | None = None
+        self._sampler: Any = None
         self._parts: dict[str, Stateful | None] = {}
         self._stop = GracefulStop()
         self._send_test_signal = signal_hook_for_tests()
@@ -266,12 +275,35 @@ class RunSession:
                 "rng_ranks": gather_rng_states() if distributed else None,
                 "metrics_bytes": self.jsonl.tell(),
                 "config": saved_config,
+                # Where the run stands in global samples, and how it was split: what a resume
+                # on another world size continues from.
+                "position": batch_position(sampler, parts["loop"], self.ranks.world_size),
             }
 
         self._parts, self._monitor = parts, monitor
-        sampler = getattr(parts.get("loader"), "sampler", None)
-        if self.ranks.world_size > 1 and sampler is not None:
-            self.record.update(shard={"samples": sampler.shard_size, "padded": sampler.padded})
+        loader = parts.get("loader")
+        sampler = getattr(loader, "sampler", None)
+        self._sampler = sampler
+        if sampler is not None:
+            self.record.update(
+                batches={
+                    "global": sampler.global_batch,
+                    "micro": sampler.batch_size,
+                    "world_size": sampler.world_size,
+                    "accumulate": sampler.accumulate,
+                    "steps_per_epoch": sampler.steps,
+                    "padded": sampler.padded,
+                    "dropped": sampler.dropped,
+                }
+            )
+        step = self.plan.checkpoint["loop"]["step"] if self.plan is not None else 0
+        self.record.update(
+            segments=segments_after_resume(
+                self.record.data.get("segments", []) if self.plan is not None else [],
+                step,
+                self.ranks.world_size,
+            )
+        )
         self.checkpoints = Checkpointer(
             self.run_dir / "checkpoints",
             parts,
@@ -287,15 +319,15 @@ class RunSession:
             optimizer, scheduler = parts.get("optimizer"), parts.get("scheduler")
             reapply = self.cfg.resume.force and rebuilds_schedule(self.plan.changes)
             built = built_settings(optimizer, scheduler) if reapply and optimizer else None
+            check_same_global_batch(saved.get("position"), sampler)
             self.checkpoints.restore(saved)
             if built is not None:
                 apply_settings(built, optimizer, scheduler, saved["loop"]["step"])
-            rng = (
-                saved["rng"]
-                if saved.get("rng_ranks") is None
-                else saved["rng_ranks"][self.ranks.rank]
-            )
-            restore_rng_states(rng)  # last: nothing may draw between here and step 1
+            if sampler is not None:  # another accumulation: the same samples, other counts
+                parts["loop"].batch = resumed_batch(saved.get("position"), saved["loop"], sampler)
+            rng = ranks_rng_state(saved, self.ranks.rank)
+            if rng is not None:
+                restore_rng_states(rng)  # last: nothing may draw between here and step 1
             loop = saved["loop"]
             where = epoch_position(loop["epoch"], loop["batch"])
             log.info("resumed from %s at step %d (%s)", self.plan.path, loop["step"], where)
@@ -307,7 +339,11 @@ class RunSession:
         self._fit_started = time.perf_counter()
 
     def after_step(self, state: Any) -> None:
-        """The loop's hook after every optimizer step: checkpoint when due, stop on a signal."""
+        """The loop's hook after every optimizer step: record the step's samples, checkpoint
+        when due, stop on a signal."""
+        if self._sampler is not None:
+            served = self._parts["loader"].take_served()  # type: ignore[union-attr]
+            self.jsonl.write(step_samples_record(self._sampler, state, served))
         self.checkpoints.after_step(state)
         if self._send_test_signal is not None:
             self._send_test_signal(state.step)
