@@ -33,6 +33,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from seedbed.compile import COMPILE_MODES
 from seedbed.core.device import DEVICES
+from seedbed.core.distributed import mean_over_ranks
 from seedbed.core.errors import SeedbedError, require, require_choice
 from seedbed.core.record import MetricsLog
 from seedbed.data.loader import EpochBatches
@@ -159,7 +160,9 @@ def _progress(total: int, epoch: int, initial: int) -> Any:
 
 def _flush_losses(state: LoopState, metrics: MetricsLog) -> float:
     """Copy the window's losses once, check them, append one record; return the window mean."""
-    losses = torch.stack(state.losses).double().cpu()
+    # Over the ranks, in float64: a run resumed on another world size restores the ranks'
+    # mean, which averages back to itself exactly.
+    losses = mean_over_ranks(torch.stack(state.losses).double()).cpu()
     state.losses.clear()
     finite = torch.isfinite(losses)
     if not finite.all():

@@ -163,6 +163,16 @@ def gather_rng_states() -> list[dict]:
     return states
 
 
+def mean_over_ranks(values: torch.Tensor) -> torch.Tensor:
+    """`values` averaged over the ranks of a distributed run (a collective), as they are in
+    one process: a logged training loss is the global batch's, whatever the world size."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return values
+    total = values.clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total / dist.get_world_size()
+
+
 def agree_on_signal(signum: int | None, device: torch.device) -> int | None:
     """The stop signal any rank has received (a collective, once a step): all ranks then
     checkpoint and stop after the same step, so their collectives stay in step."""

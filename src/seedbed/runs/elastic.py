@@ -40,14 +40,14 @@ def batch_position(sampler: Any, loop: Any, world_size: int) -> dict[str, int] |
     }
 
 
-def check_same_global_batch(position: dict[str, Any] | None, sampler: Any) -> None:
+def check_same_global_batch(position: dict[str, Any] | None, global_batch: int) -> None:
     """Refuse to resume with another global batch: it would be another run."""
-    if position is None or sampler is None:
+    if position is None:
         return  # a checkpoint from before positions were recorded: same world size only
-    if position["global_batch"] != sampler.global_batch:
+    if position["global_batch"] != global_batch:
         raise ConfigError(
             "loader.global_batch_size",
-            sampler.global_batch,
+            global_batch,
             f"{position['global_batch']}, the global batch the run was checkpointed with "
             f"(world size {position['world_size']} x accumulation {position['accumulate']}): "
             "a resume may change how a global batch is split, never its size",

@@ -48,6 +48,7 @@ from seedbed.core.distributed import (
     gather_rng_states,
     init_distributed,
     launched_rank,
+    mean_over_ranks,
     rank_device,
     ranks_rng_state,
     teardown_distributed,
@@ -92,6 +93,7 @@ from seedbed.core.record import (
 from seedbed.core.seeding import Seeds, capture_rng_states, restore_rng_states, seed_everything
 from seedbed.core.targets import _walk as walk_targets
 from seedbed.core.targets import is_allowed, user_prefixes
+from seedbed.data.loader import global_batch_size
 from seedbed.runs.elastic import (
     batch_position,
     check_same_global_batch,
@@ -269,7 +271,15 @@ class RunSession:
         distributed = self.cfg.trainer.distributed
 
         def extras() -> dict[str, Any]:
+            pending = parts["loop"].losses
             return {
+                # The losses not yet logged, averaged over the ranks (a collective): what
+                # every rank of a resumed run, of any world size, continues the log with.
+                "pending_losses_mean": (
+                    mean_over_ranks(torch.stack(pending).double())
+                    if distributed and pending
+                    else None
+                ),
                 "rng": capture_rng_states(),
                 # Every rank's own states (dropout differs per rank); None in one process.
                 "rng_ranks": gather_rng_states() if distributed else None,
@@ -319,8 +329,9 @@ class RunSession:
             optimizer, scheduler = parts.get("optimizer"), parts.get("scheduler")
             reapply = self.cfg.resume.force and rebuilds_schedule(self.plan.changes)
             built = built_settings(optimizer, scheduler) if reapply and optimizer else None
-            check_same_global_batch(saved.get("position"), sampler)
             self.checkpoints.restore(saved)
+            if saved.get("pending_losses_mean") is not None:
+                parts["loop"].losses = list(saved["pending_losses_mean"].unbind())
             if built is not None:
                 apply_settings(built, optimizer, scheduler, saved["loop"]["step"])
             if sampler is not None:  # another accumulation: the same samples, other counts
@@ -342,7 +353,7 @@ class RunSession:
         """The loop's hook after every optimizer step: record the step's samples, checkpoint
         when due, stop on a signal."""
         if self._sampler is not None:
-            served = self._parts["loader"].take_served()  # type: ignore[union-attr]
+            served = self._parts["loader"].take_served()
             self.jsonl.write(step_samples_record(self._sampler, state, served))
         self.checkpoints.after_step(state)
         if self._send_test_signal is not None:
@@ -426,6 +437,9 @@ def check_resume(
     if writes_run_dir:
         refuse_unsafe_run_files(run_dir)
     plan = plan_resume(cfg, run_dir if writes_run_dir else None, overrides, validate)
+    trainer = plan.config.trainer
+    given = global_batch_size(plan.config.loader, trainer.accumulate_grad_batches)
+    check_same_global_batch(plan.checkpoint.get("position"), given)
     check_logger_packages(plan.config.logger)
     check_log_dir(plan.config.logger, run_dir, given_keys(overrides))
     return plan
