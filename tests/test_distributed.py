@@ -16,10 +16,12 @@ import torch
 from helpers import TINY, read_run, run_cli, run_multirun, torchrun
 
 from seedbed.core.checkpoint import load_checkpoint
+from seedbed.core.errors import SeedbedError
 from seedbed.core.record import read_metrics
 from seedbed.core.seeding import SHARED_STREAMS, STREAMS, derive_seeds, rank_streams
 from seedbed.data.loader import EpochBatchSampler
 from seedbed.evaluate import evaluate_checkpoint
+from seedbed.tools.verify import verify
 
 # Measured on this machine (2-core CPU, gloo, torch 2.13): 1 vs 2 ranks 3.0e-8, 1 vs 4
 # ranks with accumulation 2.98e-8..5.96e-8: the all-reduce only sums in another order.
@@ -31,7 +33,6 @@ RUN = [*TINY, "seed=7", "checkpoint.every_steps=4", "checkpoint.keep_last=null"]
 # different world sizes are different draws. The cross-world-size weight comparisons run
 # without; the same-world-size ones keep the default dropout.
 NO_DROPOUT = [*RUN, "model.dropout=0"]
-DDP = ["trainer.distributed=true"]
 
 
 def step_hashes(run_dir: Path) -> list[tuple[int, str]]:
@@ -67,14 +68,14 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     code, _, err = run_cli(root / "one", *NO_DROPOUT)
     assert code == 0, err
     found["one"] = root / "one"
-    found["two"], _ = ranks(root, "two", *DDP, *NO_DROPOUT)
+    found["two"], _ = ranks(root, "two", "trainer.distributed=true", *NO_DROPOUT)
     # The global batch named: with it null, accumulation would double it (batch_size x 2).
     split_in_8 = ["loader.global_batch_size=32", "trainer.accumulate_grad_batches=2"]
-    four = [*DDP, *NO_DROPOUT, *split_in_8]
+    four = ["trainer.distributed=true", *NO_DROPOUT, *split_in_8]
     found["four"], _ = ranks(root, "four", *four, nproc=4)
-    found["ddp"], found_console = ranks(root, "ddp", *DDP, *RUN)
+    found["ddp"], found_console = ranks(root, "ddp", "trainer.distributed=true", *RUN)
     (root / "ddp-console.txt").write_text(found_console)
-    found["ddp_again"], _ = ranks(root, "ddp_again", *DDP, *RUN)
+    found["ddp_again"], _ = ranks(root, "ddp_again", "trainer.distributed=true", *RUN)
     # Resumed from step 4 (mid-epoch 1): on the same 2 ranks, on 1 process, on 4 ranks.
     resumed = copy_of(found["ddp"], "resumed_on_2")
     ranks(root, "resumed_on_2", f"resume={resumed}/checkpoints/step_000004.pt")
@@ -262,3 +263,11 @@ def step_hashes_of_tiny_seed_3(tmp_path: Path) -> list[tuple[int, str]]:
     code, _, err = run_cli(tmp_path / "one", "seed=3", *TINY)
     assert code == 0, err
     return step_hashes(tmp_path / "one")[:3]
+
+
+@pytest.mark.slow
+def test_verify_against_a_multi_rank_run_says_what_it_can_promise(runs, tmp_path):
+    with pytest.raises(SeedbedError, match="weights only within float tolerance") as refused:
+        verify([], against=str(runs["resumed_on_1"]), out=tmp_path / "verify")
+    assert "it ran on 2, 1 rank(s)" in str(refused.value)
+    assert not (tmp_path / "verify").exists()

@@ -131,6 +131,7 @@ class RunSession:
         self.metrics: AllLoggers | None = None
         self.checkpoints: Checkpointer | None = None
         self._sampler: Any = None
+        self._samples_step = 0  # the last step whose samples are in metrics.jsonl
         self._parts: dict[str, Stateful | None] = {}
         self._stop = GracefulStop()
         self._send_test_signal = signal_hook_for_tests()
@@ -307,6 +308,7 @@ class RunSession:
                 }
             )
         step = self.plan.checkpoint["loop"]["step"] if self.plan is not None else 0
+        self._samples_step = step
         self.record.update(
             segments=segments_after_resume(
                 self.record.data.get("segments", []) if self.plan is not None else [],
@@ -352,16 +354,24 @@ class RunSession:
     def after_step(self, state: Any) -> None:
         """The loop's hook after every optimizer step: record the step's samples, checkpoint
         when due, stop on a signal."""
-        if self._sampler is not None:
-            served = self._parts["loader"].take_served()
-            self.jsonl.write(step_samples_record(self._sampler, state, served))
+        self._record_samples(state)
         self.checkpoints.after_step(state)
         if self._send_test_signal is not None:
             self._send_test_signal(state.step)
         self._stop_if_asked(state)
 
+    def _record_samples(self, state: Any) -> None:
+        """metrics.jsonl's `samples` record of the step just taken, once: a mid-epoch
+        validation (and a stop there) comes before the step's own hook."""
+        if self._sampler is None or state.step == self._samples_step:
+            return
+        served = self._parts["loader"].take_served()
+        self.jsonl.write(step_samples_record(self._sampler, state, served))
+        self._samples_step = state.step
+
     def after_validation(self, state: Any, val: dict[str, float]) -> None:
         """The loop's hook after each validation: best.pt, the epoch-end checkpoint, a stop."""
+        self._record_samples(state)
         self.checkpoints.after_validation(state, val)
         self._stop_if_asked(state)
 
