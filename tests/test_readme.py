@@ -70,6 +70,7 @@ PAGES = [
             "resume",
             "loop",
             "sweeps",
+            "distributed",
             "data",
             "your-project",
             "bad-input",

@@ -67,7 +67,6 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
         self.steps = whole if drop_last or rest == 0 else whole + 1
         self.padded = self.steps * self.global_batch - n if pad_last and not drop_last else 0
         self.dropped = rest if drop_last else 0
-        self.shard_size = self.steps * batch_size * accumulate  # samples per rank per epoch
         self.epoch, self.start_batch = 0, 0
         self._order: tuple[int, Tensor] | None = None
 

@@ -50,7 +50,8 @@ def check_same_global_batch(position: dict[str, Any] | None, global_batch: int) 
             global_batch,
             f"{position['global_batch']}, the global batch the run was checkpointed with "
             f"(world size {position['world_size']} x accumulation {position['accumulate']}): "
-            "a resume may change how a global batch is split, never its size",
+            "a resume may change how a global batch is split, never its size (resume with "
+            f"loader.global_batch_size={position['global_batch']}, or start a new run)",
         )
 
 
