@@ -3,15 +3,17 @@
 `trainer.distributed=true` makes each process one rank of a
 `DistributedDataParallel` run: backend gloo on the CPU, nccl on CUDA. The
 ranks share the weight-init, data-order and augmentation streams (the same
-initial weights; one epoch permutation, sharded like `DistributedSampler`;
-a sample's augmentation keyed by its index, whichever rank draws it) and
-derive their own dropout/global streams from the master seed and their rank
-(see `seeding.seed_everything`). Only rank 0 writes the run directory: the
-others work in a scratch directory that is removed when they finish.
+initial weights; each step's global batch the same as in one process, each
+rank taking its micro-batches of it, see `seedbed.data.loader`; a sample's
+augmentation keyed by its index, whichever rank draws it) and derive their own
+dropout/global streams from the master seed and their rank (see
+`seeding.seed_everything`). Only rank 0 writes the run directory: the others
+work in a scratch directory that is removed when they finish.
 
-Two runs with the same seed and world size give the same bits. A DDP run does
-not give the bits of a single-process run: the gradient all-reduce sums in
-another order, and each rank sees its own shard.
+Two runs with the same seed and world size give the same bits. Another world
+size takes the same samples at every step, and gives the same weights up to
+float rounding (the gradient all-reduce sums in another order) unless dropout
+(drawn per rank) or BatchNorm (statistics per micro-batch) make it another run.
 """
 
 from __future__ import annotations
