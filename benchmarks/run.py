@@ -396,6 +396,26 @@ def bench_transforms(repeats: int) -> Result | None:
     return run(repeats, Result)
 
 
+def bench_distributed(repeats: int) -> Result:
+    """Milliseconds per optimizer step on the same global batch: 1 process vs 2 ranks."""
+    from distributed import bookkeeping_us, variants  # noqa: PLC0415  (also run alone)
+
+    samples = interleaved(variants(fsdp=False), repeats)
+    cost = bookkeeping_us()
+    share = 100 * cost["per step"] / (1e3 * statistics.median(samples["1 process"]))
+    return Result(
+        name="distributed",
+        unit="ms/step",
+        reference="1 process",
+        samples=samples,
+        note="the default MLP (dropout 0), data.n_samples=4000 synthetic, global batch 64 "
+        "(2 ranks: micro-batches of 32), the loop's `fit_seconds` per step, gloo on this CPU; "
+        f"elastic bookkeeping: {cost['per step']:.1f} us per step (the served check, the "
+        f"samples record's SHA-256 and its line in metrics.jsonl, {share:.2f}% of a "
+        f"one-process step), {cost['per checkpoint']:.1f} us per checkpoint (its position)",
+    )
+
+
 BENCHMARKS: dict[str, Callable[[int], Result | None]] = {
     "loop": lambda r: bench_loop(r, "mlp"),
     "loop-cnn": lambda r: bench_loop(r, "cnn"),
@@ -410,6 +430,7 @@ BENCHMARKS: dict[str, Callable[[int], Result | None]] = {
     "peer": bench_peer,
     "transforms": bench_transforms,
     "defaults": bench_defaults,
+    "distributed": bench_distributed,
 }
 
 

@@ -107,10 +107,10 @@ def run_multirun(sweep_dir: Path, *overrides: str, **options: Any) -> subprocess
     )
 
 
-def torchrun(workdir: Path, *overrides: str) -> subprocess.CompletedProcess:
-    """`torchrun --nproc_per_node=2 --standalone train.py <overrides>` in `workdir`."""
+def torchrun(workdir: Path, *overrides: str, nproc: int = 2) -> subprocess.CompletedProcess:
+    """`torchrun --nproc_per_node=<nproc> --standalone train.py <overrides>` in `workdir`."""
     workdir.mkdir(exist_ok=True)
-    launcher = ["-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone"]
+    launcher = ["-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--standalone"]
     return run_python(
         *launcher, TRAIN, *overrides, cwd=workdir, env={"OMP_NUM_THREADS": "1"}, timeout=120
     )

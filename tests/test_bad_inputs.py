@@ -222,6 +222,11 @@ OVERRIDES = [
     (["trainer.early_stopping.patience=0"], "trainer.early_stopping.patience"),
     (["trainer.early_stopping.min_delta=-1"], "trainer.early_stopping.min_delta"),
     (["loader.batch_size=0"], "loader.batch_size"),
+    (["loader.global_batch_size=0"], "loader.global_batch_size"),
+    (
+        ["loader.global_batch_size=30", "trainer.accumulate_grad_batches=4"],
+        "loader.global_batch_size=28 or 32",
+    ),
     (["loader.num_workers=-1"], "loader.num_workers"),
     (["loader.persistent_workers=true"], "loader.persistent_workers"),
     (["loader.prefetch_factor=2"], "loader.prefetch_factor"),
@@ -322,6 +327,13 @@ CASES.update(
         # Run directories: a resume of a damaged, linked or busy run is refused, the run kept.
         "resume empty": Case("train", ["resume="], "resume.path"),
         "resume missing": Case("train", ["resume={tmp}/nowhere"], "resume.path"),
+        # Another split of the global batch is allowed; another global batch is another run.
+        "resume with another global batch": Case(
+            "train",
+            ["resume={run}", "trainer.accumulate_grad_batches=2"],
+            "loader.global_batch_size",
+            run_dir="{run}",
+        ),
         "resume run.json garbage": Case(
             "train", ["resume={run}"], "run.json", _damage("run.json", "{not json"), "{run}"
         ),

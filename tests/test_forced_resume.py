@@ -111,7 +111,6 @@ def finished(tmp_path_factory) -> Path:
         ("optim=adamw", "optim._target_: 'torch.optim.SGD' -> 'torch.optim.AdamW'"),
         ("optim.lr=0.2", "optim.lr: 0.05 -> 0.2 (a plateau schedule's learning rate so far"),
         ("task.monitor=val/acc", "compare values of the saved monitored metric"),
-        ("trainer.accumulate_grad_batches=2", "counted in the saved windows"),
     ],
 )
 def test_a_forced_change_the_run_cannot_make_is_refused_and_changes_nothing(

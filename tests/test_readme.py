@@ -70,6 +70,7 @@ PAGES = [
             "resume",
             "loop",
             "sweeps",
+            "distributed",
             "data",
             "your-project",
             "bad-input",
@@ -136,9 +137,22 @@ class Shared:
 # its own (ranks, workers, jobs) or runs many trials.
 SHARED = {
     "torchrun --nproc_per_node=2 train.py trainer.distributed=true seed=42": Shared(
-        "test_distributed::test_two_ddp_runs_give_identical_weights_and_one_run_dir",
-        ("trainer.distributed=true", "seed=42"),
+        "test_distributed::runs",
+        ("trainer.distributed=true",),
         "twice under torchrun --nproc_per_node=2 (helpers.torchrun), compared bit for bit",
+    ),
+    "torchrun --nproc_per_node=2 train.py trainer.distributed=true loader.global_batch_size=64": (
+        Shared(
+            "test_distributed::runs",
+            ("trainer.distributed=true",),
+            "on 1, 2 and 4 ranks at a global batch of 32: each step's samples compared",
+        )
+    ),
+    "torchrun --nproc_per_node=4 train.py trainer.distributed=true loader.global_batch_size=64 "
+    "trainer.accumulate_grad_batches=2": Shared(
+        "test_distributed::runs",
+        ("trainer.distributed=true", "trainer.accumulate_grad_batches=2"),
+        "on 4 ranks with accumulation 2 at a global batch of 32, against 1 and 2 ranks",
     ),
     "python train.py -m seed=0,1,2,3 hydra/launcher=joblib hydra.launcher.n_jobs=2": Shared(
         "test_sweeps::test_joblib_parallel_jobs_give_the_sequential_weights",

@@ -41,7 +41,9 @@ def test_run_directory_holds_every_file_and_a_completed_record(tmp_path):
 
     metrics = read_metrics(run_dir / "metrics.jsonl")
     assert record["loss_series_sha256"] == loss_series_sha256(metrics)
-    assert {m["kind"] for m in metrics} == {"train", "val"}
+    assert {m["kind"] for m in metrics} == {"train", "val", "samples"}
+    samples = [m["step"] for m in metrics if m["kind"] == "samples"]  # one per optimizer step
+    assert samples == list(range(1, record["final_metrics"]["steps"] + 1))
     checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert record["weights_sha256"] == weights_sha256(checkpoint["model"])
     assert checkpoint["loop"]["step"] == record["final_metrics"]["steps"]

@@ -22,7 +22,8 @@ from trainer_support import (
 from seedbed.core.checkpoint import load_checkpoint
 from seedbed.core.record import read_metrics
 
-# SMALL has 13 batches an epoch: windows of 4, 4, 4 and a last one of 1; 8 optimizer steps.
+# SMALL's training split in global batches of 4 x 32: 4 an epoch, the last one
+# filled up with the epoch's first samples; 16 micro-batches an epoch, 8 optimizer steps.
 ACCUMULATE = [*SMALL, "trainer.accumulate_grad_batches=4", SIGNALLING_LOSS]
 CKPT = ["checkpoint.every_steps=1", "checkpoint.keep_last=null"]
 
@@ -118,7 +119,7 @@ def test_sigkill_in_the_middle_of_a_window_resumes_bit_identical(tmp_path, refer
             stderr=subprocess.STDOUT,
             env={
                 **os.environ,
-                SIGNAL_AT_BATCH_ENV: "SIGKILL:19",  # epoch 1: the 2nd batch of step 6's window
+                SIGNAL_AT_BATCH_ENV: "SIGKILL:22",  # epoch 1: the 2nd batch of step 6's window
                 "PYTHONPATH": os.pathsep.join([TESTS_DIR, os.environ.get("PYTHONPATH", "")]),
             },
             timeout=300,

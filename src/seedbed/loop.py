@@ -33,6 +33,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from seedbed.compile import COMPILE_MODES
 from seedbed.core.device import DEVICES
+from seedbed.core.distributed import mean_over_ranks
 from seedbed.core.errors import SeedbedError, require, require_choice
 from seedbed.core.loggers import MetricsWriter
 from seedbed.data.loader import EpochBatches
@@ -184,7 +185,9 @@ def _flush_losses(state: LoopState, metrics: MetricsWriter) -> float:
     """Copy the window's losses once, check them, append one record; return the window mean.
     The arithmetic is Python's on the copied numbers: a handful of tensor ops here cost more
     than the loop's other work per step together."""
-    losses = torch.stack(state.losses).tolist()  # the one copy from the device
+    # Over the ranks, in float64: a run resumed on another world size restores the ranks'
+    # mean, which averages back to itself exactly.
+    losses = mean_over_ranks(torch.stack(state.losses).double()).tolist()  # the one copy
     state.losses.clear()
     for offset, value in enumerate(losses):
         if not math.isfinite(value):

@@ -47,10 +47,18 @@ def train(cfg: DictConfig, run: RunSession) -> dict[str, Any]:
     model.to(device)
     run.record_model(model)  # parameters per module: run.json and train.log
 
-    train_batches, val_batches = build_batches(
-        data, cfg.loader, seeds, run.ranks.rank, run.ranks.world_size, device
-    )
     trainer = cfg.trainer
+    # Each step takes one global batch, the same samples on any number of ranks: each rank
+    # its micro-batches of it, `accumulate_grad_batches` of them per step.
+    train_batches, val_batches = build_batches(
+        data,
+        cfg.loader,
+        seeds,
+        run.ranks.rank,
+        run.ranks.world_size,
+        device,
+        accumulate=trainer.accumulate_grad_batches,
+    )
     # Counted in optimizer steps: one per `accumulate_grad_batches` batches.
     limit = trainer.overfit_batches or trainer.limit_train_batches  # debugging: a few
     batches_per_epoch = min(

@@ -3,15 +3,17 @@
 `trainer.distributed=true` makes each process one rank of a
 `DistributedDataParallel` run: backend gloo on the CPU, nccl on CUDA. The
 ranks share the weight-init, data-order and augmentation streams (the same
-initial weights; one epoch permutation, sharded like `DistributedSampler`;
-a sample's augmentation keyed by its index, whichever rank draws it) and
-derive their own dropout/global streams from the master seed and their rank
-(see `seeding.seed_everything`). Only rank 0 writes the run directory: the
-others work in a scratch directory that is removed when they finish.
+initial weights; each step's global batch the same as in one process, each
+rank taking its micro-batches of it, see `seedbed.data.loader`; a sample's
+augmentation keyed by its index, whichever rank draws it) and derive their own
+dropout/global streams from the master seed and their rank (see
+`seeding.seed_everything`). Only rank 0 writes the run directory: the others
+work in a scratch directory that is removed when they finish.
 
-Two runs with the same seed and world size give the same bits. A DDP run does
-not give the bits of a single-process run: the gradient all-reduce sums in
-another order, and each rank sees its own shard.
+Two runs with the same seed and world size give the same bits. Another world
+size takes the same samples at every step, and gives the same weights up to
+float rounding (the gradient all-reduce sums in another order) unless dropout
+(drawn per rank) or BatchNorm (statistics per micro-batch) make it another run.
 """
 
 from __future__ import annotations
@@ -55,6 +57,28 @@ def launched_rank() -> int:
 
         return JobEnvironment().global_rank
     return int(os.environ.get("SLURM_PROCID", "0"))
+
+
+def launched_world_size() -> int:
+    """The number of ranks this process's launcher started (torchrun, a submitit task, srun),
+    else 1: known before torch.distributed starts, so a config can be checked against it."""
+    if "WORLD_SIZE" in os.environ:
+        return int(os.environ["WORLD_SIZE"])
+    if "SUBMITIT_EXECUTOR" in os.environ:
+        from submitit import JobEnvironment
+
+        return JobEnvironment().num_tasks
+    return int(os.environ.get("SLURM_NTASKS", "1"))
+
+
+def ranks_rng_state(saved: dict[str, Any], rank: int) -> dict | None:
+    """The RNG states rank `rank` resumes with from checkpoint `saved`: its own from the run's
+    last segment; None for a rank that segment did not have (it keeps its states as seeded
+    from the master seed and its rank)."""
+    ranks = saved.get("rng_ranks")
+    if ranks is None:
+        return saved["rng"] if rank == 0 else None
+    return ranks[rank] if rank < len(ranks) else None
 
 
 class RankPrefixed:
@@ -139,6 +163,16 @@ def gather_rng_states() -> list[dict]:
     states: list[dict] = [{} for _ in range(dist.get_world_size())]
     dist.all_gather_object(states, capture_rng_states())
     return states
+
+
+def mean_over_ranks(values: torch.Tensor) -> torch.Tensor:
+    """`values` averaged over the ranks of a distributed run (a collective), as they are in
+    one process: a logged training loss is the global batch's, whatever the world size."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return values
+    total = values.clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total / dist.get_world_size()
 
 
 def agree_on_signal(signum: int | None, device: torch.device) -> int | None:

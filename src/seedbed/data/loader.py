@@ -32,12 +32,17 @@ def epoch_permutation(seed: int, epoch: int, n: int) -> Tensor:
 
 
 class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
-    """Yields the batches of the current epoch as lists of (epoch, index), from `start_batch`.
+    """Yields this rank's micro-batches of the current epoch as lists of (epoch, index), from
+    micro-batch `start_batch`.
 
-    With `world_size` > 1 (distributed training), every rank draws the same permutation and
-    takes every `world_size`-th sample from position `rank`, as `DistributedSampler` does; the
-    permutation is first padded with its own beginning to a multiple of `world_size`, so that
-    all ranks run the same number of steps (`padded` samples are seen twice per epoch).
+    The run is defined by its global batch: one optimizer step takes `batch_size` x
+    `world_size` x `accumulate` samples, the next slice of the epoch's order, whatever the
+    world size. The epoch's order (a function of the data seed and the epoch) is first made a
+    whole number of global batches, the same way for every world size: cut to the last whole
+    one with `drop_last`, else padded with its own beginning (`padded` samples are seen twice
+    in the epoch). A global batch is taken `accumulate` windows in turn; each window is cut
+    into `world_size` consecutive micro-batches, rank r taking the r-th: so one process with
+    `accumulate` x `world_size` accumulation takes the same micro-batches in the same order.
     """
 
     def __init__(
@@ -49,31 +54,59 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
         drop_last: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        accumulate: int = 1,
+        pad_last: bool = True,
     ) -> None:
+        """`pad_last=False` (validation, eval): the last batch is short, nothing is seen
+        twice; for one process only."""
         self.n, self.batch_size, self.seed = n, batch_size, seed
         self.shuffle, self.drop_last = shuffle, drop_last
-        self.rank, self.world_size = rank, world_size
-        self.padded = -n % world_size
-        self.shard_size = (n + self.padded) // world_size
+        self.rank, self.world_size, self.accumulate = rank, world_size, accumulate
+        self.global_batch = batch_size * world_size * accumulate
+        whole, rest = divmod(n, self.global_batch)
+        self.steps = whole if drop_last or rest == 0 else whole + 1
+        self.padded = self.steps * self.global_batch - n if pad_last and not drop_last else 0
+        self.dropped = rest if drop_last else 0
         self.epoch, self.start_batch = 0, 0
+        self._order: tuple[int, Tensor] | None = None
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.epoch, self.start_batch = epoch, start_batch
 
     def __len__(self) -> int:
-        full, rest = divmod(self.shard_size, self.batch_size)
-        return full if self.drop_last or rest == 0 else full + 1
+        """Micro-batches of this rank per epoch: `accumulate` per optimizer step."""
+        return self.steps * self.accumulate
 
-    def batch_indices(self) -> Iterator[Tensor]:
-        """The index tensor of each remaining batch of the current epoch."""
+    def epoch_order(self, epoch: int) -> Tensor:
+        """The epoch's samples, whole global batches of them, the same for every world size."""
+        if self._order is not None and self._order[0] == epoch:
+            return self._order[1]
         if self.shuffle:
-            order = epoch_permutation(self.seed, self.epoch, self.n)
+            order = epoch_permutation(self.seed, epoch, self.n)
         else:
             order = torch.arange(self.n)
-        if self.world_size > 1:
-            order = torch.cat([order, order[: self.padded]])[self.rank :: self.world_size]
+        total = min(self.steps * self.global_batch, self.n + self.padded)
+        if total > self.n:  # padded with the order's own beginning (repeated if n is small)
+            order = order.repeat(-(-total // self.n))
+        order = order[:total]
+        self._order = (epoch, order)
+        return order
+
+    def global_batch_indices(self, epoch: int, step: int) -> Tensor:
+        """The samples of the `step`-th optimizer step of `epoch` (counted from 0), all ranks'."""
+        order = self.epoch_order(epoch)
+        return order[step * self.global_batch : (step + 1) * self.global_batch]
+
+    def micro_batch_indices(self, epoch: int, batch: int) -> Tensor:
+        """The samples of this rank's `batch`-th micro-batch of `epoch` (counted from 0)."""
+        step, window = divmod(batch, self.accumulate)
+        start = step * self.global_batch + (window * self.world_size + self.rank) * self.batch_size
+        return self.epoch_order(epoch)[start : start + self.batch_size]
+
+    def batch_indices(self) -> Iterator[Tensor]:
+        """The index tensor of each remaining micro-batch of the current epoch."""
         for b in range(self.start_batch, len(self)):
-            yield order[b * self.batch_size : (b + 1) * self.batch_size]
+            yield self.micro_batch_indices(self.epoch, b)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         for indices in self.batch_indices():
@@ -95,6 +128,10 @@ class EpochBatches:
         multiprocessing_context: str | None = None,
     ) -> None:
         self.dataset, self.sampler = dataset, sampler
+        # The samples of each micro-batch served since `take_served()` (training only): what
+        # the run records per optimizer step and checks against its global batch.
+        self.track_served = False
+        self.served: list[Tensor] = []
         self.direct = num_workers == 0 and not dataset.has_transform
         self.pin_memory = pin_memory
         self.loader: DataLoader | None = None
@@ -120,6 +157,11 @@ class EpochBatches:
     def __len__(self) -> int:
         return len(self.sampler)
 
+    def take_served(self) -> Tensor:
+        """The samples served since the last call, in order (empty unless `track_served`)."""
+        served, self.served = self.served, []
+        return torch.cat(served) if served else torch.zeros(0, dtype=torch.long)
+
     def state_dict(self) -> dict[str, Tensor]:
         # The DataLoader draws its workers' base seed from the generator as an epoch's
         # iterator starts: a resumed epoch restarts from the state before that draw.
@@ -132,9 +174,17 @@ class EpochBatches:
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         if self.loader is not None:
             self.epoch_start_generator_state = self.generator.get_state()
+            self.served.clear()
             batches = iter(self.loader)
+            first = self.sampler.start_batch
             try:
-                yield from batches
+                # The loader keeps the sampler's order: the k-th batch is micro-batch first + k.
+                for k, batch in enumerate(batches):
+                    if self.track_served:
+                        self.served.append(
+                            self.sampler.micro_batch_indices(self.sampler.epoch, first + k)
+                        )
+                    yield batch
             except Exception:
                 # A sample that cannot be loaded ends the run, and its traceback keeps this
                 # iterator alive: stop the workers now. Left to a later garbage collection
@@ -144,7 +194,10 @@ class EpochBatches:
                     shutdown()
                 raise
             return
+        self.served.clear()
         for indices in self.sampler.batch_indices():
+            if self.track_served:
+                self.served.append(indices)
             x, y = self.dataset.batch(indices.to(self.dataset.x.device))
             if self.pin_memory and x.device.type == "cpu":  # on_device data needs no pinning
                 x, y = x.pin_memory(), y.pin_memory()
@@ -158,20 +211,24 @@ def build_batches(
     rank: int = 0,
     world_size: int = 1,
     device: torch.device | str = "cpu",
+    accumulate: int = 1,
 ) -> tuple[EpochBatches, EpochBatches]:
-    """Training batches (shuffled per epoch from the data stream, this rank's shard of them)
-    and validation batches (all of them, on every rank), as `loader` (the config group) says;
-    with `loader.on_device`, in-memory splits are moved to `device` first."""
+    """Training batches (this rank's micro-batches of each epoch's global batches, the order
+    shuffled per epoch from the data stream) and validation batches (all of them, on every
+    rank), as `loader` (the config group) says; with `loader.on_device`, in-memory splits are
+    moved to `device` first. `accumulate`: micro-batches per optimizer step."""
     if loader.get("on_device", False):
         move_to_device(data, device)
+    micro = micro_batch_size(loader, world_size, accumulate)
     train_sampler = EpochBatchSampler(
         len(data.train),
-        loader.batch_size,
+        micro,
         seed=seeds.streams["data"],
         shuffle=loader.shuffle,
         drop_last=loader.drop_last,
         rank=rank,
         world_size=world_size,
+        accumulate=accumulate,
     )
     train = EpochBatches(
         data.train.with_augment_seed(seeds.streams["augment"]),
@@ -183,7 +240,38 @@ def build_batches(
         prefetch_factor=loader.prefetch_factor,
         multiprocessing_context=dataloader_context(),
     )
+    train.track_served = True
     return train, eval_batches(data.val, loader.batch_size, loader.pin_memory)
+
+
+def global_batch_size(loader: Any, accumulate: int) -> int:
+    """Samples per optimizer step: `loader.global_batch_size`, or when null what one process
+    takes per step, `loader.batch_size` x `accumulate` (so a config means the same run on
+    any number of processes)."""
+    given = loader.get("global_batch_size")
+    return int(given) if given is not None else loader.batch_size * accumulate
+
+
+def micro_batch_size(loader: Any, world_size: int, accumulate: int) -> int:
+    """Samples per forward pass on each rank: the global batch over world size x accumulation.
+    A global batch they do not divide is refused, naming the global batches that work."""
+    total = global_batch_size(loader, accumulate)
+    parts = world_size * accumulate
+    if total % parts != 0:
+        key = (
+            "loader.global_batch_size"
+            if loader.get("global_batch_size") is not None
+            else ("loader.batch_size")
+        )
+        nearby = sorted({max(parts, total - total % parts), total - total % parts + parts})
+        raise ConfigError(
+            key,
+            loader.get("global_batch_size") or loader.batch_size,
+            f"a global batch divisible by world size x trainer.accumulate_grad_batches = "
+            f"{world_size} x {accumulate} = {parts}: e.g. loader.global_batch_size="
+            f"{' or '.join(str(v) for v in nearby)} (global = world x micro-batch x accumulation)",
+        )
+    return total // parts
 
 
 def move_to_device(data: DataSplits, device: torch.device | str) -> None:
@@ -203,16 +291,23 @@ def move_to_device(data: DataSplits, device: torch.device | str) -> None:
 
 def eval_batches(dataset: ArrayDataset, batch_size: int, pin_memory: bool = False) -> EpochBatches:
     """Every sample of `dataset` once, in order, unaugmented: for validation and eval.py."""
-    sampler = EpochBatchSampler(len(dataset), batch_size, seed=0, shuffle=False)
+    sampler = EpochBatchSampler(len(dataset), batch_size, seed=0, shuffle=False, pad_last=False)
     return EpochBatches(dataset, sampler, pin_memory=pin_memory)
 
 
 @dataclass
 class LoaderConfig:
-    """How batches are served. None of these change the results, only the speed."""
+    """How batches are served. batch_size, global_batch_size, shuffle and drop_last define the
+    run's batches; the others change only the speed."""
 
     batch_size: int = 64
-    """Samples per batch (> 0)."""
+    """Samples per batch of a one-process run (> 0), and per validation batch. With
+    `global_batch_size` null, a step takes batch_size x trainer.accumulate_grad_batches
+    samples on any number of processes."""
+    global_batch_size: int | None = None
+    """Samples per optimizer step over all ranks and accumulated batches (> 0); each rank's
+    micro-batch is this / (world size x trainer.accumulate_grad_batches), which must divide
+    it. null: loader.batch_size x trainer.accumulate_grad_batches."""
     shuffle: bool = True
     """Shuffle the training split each epoch (the order is a function of the data seed and
     the epoch)."""
@@ -225,7 +320,8 @@ class LoaderConfig:
     prefetch_factor: int | None = None
     """Batches each worker loads ahead (needs num_workers > 0); null is PyTorch's default."""
     drop_last: bool = False
-    """Drop the last incomplete training batch of each epoch."""
+    """Drop the epoch's last incomplete global batch; false: fill it up with the epoch's
+    first samples (the same for every world size)."""
     on_device: bool = False
     """Keep in-memory data (without per-sample augmentation) on the training device and index
     batches there: no host-to-device copy per step, so small models are not host-bound.
@@ -234,6 +330,8 @@ class LoaderConfig:
 
 def check_loader(loader: DictConfig) -> None:
     require(loader.batch_size > 0, "loader.batch_size", loader.batch_size, "an int > 0")
+    given = loader.get("global_batch_size")
+    require(given is None or given > 0, "loader.global_batch_size", given, "an int > 0 or null")
     workers, prefetch = loader.num_workers, loader.prefetch_factor
     require(workers >= 0, "loader.num_workers", workers, "an int >= 0")
     require(

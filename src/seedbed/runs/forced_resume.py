@@ -57,7 +57,6 @@ NOT_APPLIED: dict[str, str] = {
     "task.": "best.pt and early stopping compare values of the saved monitored metric",
     "optim._target_": "the checkpoint holds the saved optimizer's state",
     "sched._target_": "the checkpoint holds the saved schedule's state",
-    "trainer.accumulate_grad_batches": "the steps so far are counted in the saved windows",
 }
 PLATEAU_FIXED = "a plateau schedule's learning rate so far followed the validations"
 SCALER_FIXED = "the gradient scaler's state is the saved precision's"

@@ -21,6 +21,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from seedbed.core.checkpoint import CheckpointConfig, check_checkpoint
 from seedbed.core.determinism import DeterminismConfig, check_determinism
+from seedbed.core.distributed import launched_world_size
 from seedbed.core.errors import ConfigError
 from seedbed.core.loggers import check_loggers
 from seedbed.core.paths import LIBRARY_CONFIGS, run_dir_of, run_name
@@ -31,7 +32,7 @@ from seedbed.data.arrays import (
     SyntheticRegressionConfig,
     check_data,
 )
-from seedbed.data.loader import LoaderConfig, check_loader
+from seedbed.data.loader import LoaderConfig, check_loader, micro_batch_size
 from seedbed.data.npz import NpzDataConfig
 from seedbed.data.vision import Cifar10DataConfig, ImageFolderDataConfig, MnistDataConfig
 from seedbed.init import InitConfig, check_init
@@ -185,6 +186,10 @@ def validate(cfg: DictConfig) -> None:
     for group, check in CHECKS.items():
         if isinstance(cfg.get(group), DictConfig):
             check(cfg[group])
+    if isinstance(cfg.get("loader"), DictConfig) and isinstance(cfg.get("trainer"), DictConfig):
+        # world size x micro-batch x accumulation = global batch, for the ranks launched
+        world = launched_world_size() if cfg.trainer.distributed else 1
+        micro_batch_size(cfg.loader, world, cfg.trainer.accumulate_grad_batches)
     check_component_targets(plain, GROUP_SCHEMAS, options())
 
 

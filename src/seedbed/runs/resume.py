@@ -57,6 +57,14 @@ SAFE_ON_RESUME = (
     "loader.persistent_workers",
     "loader.prefetch_factor",
     "data.download",
+    # The world size and the split of a global batch into accumulated micro-batches (and
+    # naming the global batch the run had): the same samples per step (another global batch
+    # is refused as the run resumes); only the
+    # summation order (float rounding) and per-rank dropout change. run.json's `segments`
+    # record each segment's world size.
+    "trainer.distributed",
+    "trainer.accumulate_grad_batches",
+    "loader.global_batch_size",
 )
 _ABSENT = "<absent>"
 

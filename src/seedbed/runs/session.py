@@ -48,7 +48,9 @@ from seedbed.core.distributed import (
     gather_rng_states,
     init_distributed,
     launched_rank,
+    mean_over_ranks,
     rank_device,
+    ranks_rng_state,
     teardown_distributed,
 )
 from seedbed.core.environment import ENVIRONMENT_FILE, read_environment, write_environment
@@ -92,6 +94,14 @@ from seedbed.core.record import (
 from seedbed.core.seeding import Seeds, capture_rng_states, restore_rng_states, seed_everything
 from seedbed.core.targets import _walk as walk_targets
 from seedbed.core.targets import is_allowed, user_prefixes
+from seedbed.data.loader import global_batch_size
+from seedbed.runs.elastic import (
+    batch_position,
+    check_same_global_batch,
+    resumed_batch,
+    segments_after_resume,
+    step_samples_record,
+)
 from seedbed.runs.forced_resume import apply_settings, built_settings, rebuilds_schedule
 from seedbed.runs.hydra import validate
 from seedbed.runs.overview import debug_record, model_summary, show_config, summary_table
@@ -122,6 +132,8 @@ class RunSession:
         self.seeds: Seeds | None = None
         self.metrics: AllLoggers | None = None
         self.checkpoints: Checkpointer | None = None
+        self._sampler: Any = None
+        self._samples_step = 0  # the last step whose samples are in metrics.jsonl
         self._parts: dict[str, Stateful | None] = {}
         self._stop = GracefulStop()
         self._send_test_signal = signal_hook_for_tests()
@@ -304,18 +316,50 @@ class RunSession:
         distributed = self.cfg.trainer.distributed
 
         def extras() -> dict[str, Any]:
+            pending = parts["loop"].losses
             return {
+                # The losses not yet logged, averaged over the ranks (a collective): what
+                # every rank of a resumed run, of any world size, continues the log with.
+                "pending_losses_mean": (
+                    mean_over_ranks(torch.stack(pending).double())
+                    if distributed and pending
+                    else None
+                ),
                 "rng": capture_rng_states(),
                 # Every rank's own states (dropout differs per rank); None in one process.
                 "rng_ranks": gather_rng_states() if distributed else None,
                 "metrics_bytes": self.jsonl.tell(),
                 "config": saved_config,
+                # Where the run stands in global samples, and how it was split: what a resume
+                # on another world size continues from.
+                "position": batch_position(sampler, parts["loop"], self.ranks.world_size),
             }
 
         self._parts, self._monitor = parts, monitor
-        sampler = getattr(parts.get("loader"), "sampler", None)
-        if self.ranks.world_size > 1 and sampler is not None:
-            self.record.update(shard={"samples": sampler.shard_size, "padded": sampler.padded})
+        loader = parts.get("loader")
+        sampler = getattr(loader, "sampler", None)
+        self._sampler = sampler
+        if sampler is not None:
+            self.record.update(
+                batches={
+                    "global": sampler.global_batch,
+                    "micro": sampler.batch_size,
+                    "world_size": sampler.world_size,
+                    "accumulate": sampler.accumulate,
+                    "steps_per_epoch": sampler.steps,
+                    "padded": sampler.padded,
+                    "dropped": sampler.dropped,
+                }
+            )
+        step = self.plan.checkpoint["loop"]["step"] if self.plan is not None else 0
+        self._samples_step = step
+        self.record.update(
+            segments=segments_after_resume(
+                self.record.data.get("segments", []) if self.plan is not None else [],
+                step,
+                self.ranks.world_size,
+            )
+        )
         self.checkpoints = Checkpointer(
             self.run_dir / "checkpoints",
             parts,
@@ -332,14 +376,15 @@ class RunSession:
             reapply = self.cfg.resume.force and rebuilds_schedule(self.plan.changes)
             built = built_settings(optimizer, scheduler) if reapply and optimizer else None
             self.checkpoints.restore(saved)
+            if saved.get("pending_losses_mean") is not None:
+                parts["loop"].losses = list(saved["pending_losses_mean"].unbind())
             if built is not None:
                 apply_settings(built, optimizer, scheduler, saved["loop"]["step"])
-            rng = (
-                saved["rng"]
-                if saved.get("rng_ranks") is None
-                else saved["rng_ranks"][self.ranks.rank]
-            )
-            restore_rng_states(rng)  # last: nothing may draw between here and step 1
+            if sampler is not None:  # another accumulation: the same samples, other counts
+                parts["loop"].batch = resumed_batch(saved.get("position"), saved["loop"], sampler)
+            rng = ranks_rng_state(saved, self.ranks.rank)
+            if rng is not None:
+                restore_rng_states(rng)  # last: nothing may draw between here and step 1
             loop = saved["loop"]
             where = epoch_position(loop["epoch"], loop["batch"])
             log.info("resumed from %s at step %d (%s)", self.plan.path, loop["step"], where)
@@ -351,14 +396,26 @@ class RunSession:
         self._fit_started = time.perf_counter()
 
     def on_step_end(self, state: Any) -> None:
-        """The loop's event after every optimizer step: checkpoint when due, stop on a signal."""
+        """The loop's event after every optimizer step: record the step's samples, checkpoint
+        when due, stop on a signal."""
+        self._record_samples(state)
         self.checkpoints.after_step(state)
         if self._send_test_signal is not None:
             self._send_test_signal(state.step)
         self._stop_if_asked(state)
 
+    def _record_samples(self, state: Any) -> None:
+        """metrics.jsonl's `samples` record of the step just taken, once: a mid-epoch
+        validation (and a stop there) comes before the step's own event."""
+        if self._sampler is None or state.step == self._samples_step:
+            return
+        served = self._parts["loader"].take_served()
+        self.jsonl.write(step_samples_record(self._sampler, state, served))
+        self._samples_step = state.step
+
     def on_validation(self, state: Any, val: dict[str, float]) -> None:
         """The loop's event after each validation: best.pt, the epoch-end checkpoint, a stop."""
+        self._record_samples(state)
         self.checkpoints.after_validation(state, val)
         self._stop_if_asked(state)
 
@@ -434,6 +491,9 @@ def check_resume(
     if writes_run_dir:
         refuse_unsafe_run_files(run_dir)
     plan = plan_resume(cfg, run_dir if writes_run_dir else None, overrides, validate)
+    trainer = plan.config.trainer
+    given = global_batch_size(plan.config.loader, trainer.accumulate_grad_batches)
+    check_same_global_batch(plan.checkpoint.get("position"), given)
     check_logger_packages(plan.config.logger)
     check_log_dir(plan.config.logger, run_dir, given_keys(overrides))
     return plan

@@ -142,6 +142,21 @@ def recorded_cwd(recorded: Path) -> Path | None:
     return Path(cwd) if cwd and Path(cwd).is_dir() else None
 
 
+def refuse_other_world_sizes(recorded: Path, record: dict) -> None:
+    """verify reruns in one process and promises bits: a run that took any segment on more
+    ranks can match it only within float tolerance (the same samples at every step, summed in
+    another order), so it is refused, saying what can be checked instead."""
+    sizes = [s.get("world_size") for s in record.get("segments") or [] if isinstance(s, dict)]
+    if any(size != 1 for size in sizes):
+        shown = ", ".join(f"{size}" for size in sizes)
+        raise SeedbedError(
+            f"--against {recorded}: it ran on {shown} rank(s) (run.json segments), and verify "
+            "reruns in one process: the same samples at every step, weights only within float "
+            "tolerance, so no bit-for-bit promise; compare its metrics.jsonl `samples` records "
+            "with a one-process run's, or rerun it with torchrun on its world size and compare"
+        )
+
+
 def verify(
     overrides: list[str],
     *,
@@ -175,6 +190,7 @@ def verify(
                 f"{first.get('step')}), so no one config reproduces it: a rerun of its "
                 "config.yaml cannot match"
             )
+        refuse_other_world_sizes(recorded, read_json(recorded / RUN_FILE))
         # Absolute: the rerun starts where the recorded run did, wherever verify is run from.
         recorded, out = recorded.resolve(), out.resolve()
         rerun = out / "rerun"
