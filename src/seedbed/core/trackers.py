@@ -218,7 +218,14 @@ class WandbLogger:
             self.run.log(values, step=int(record.get("step", 0)))
 
     def close(self) -> None:
+        import wandb
+
         self.run.finish(exit_code=0 if run_status(self.run_dir) == "completed" else 1)
+        if wandb.run is None:
+            # finish() can return before W&B's service process has written the offline run
+            # file out (seen on a loaded machine: a file holding the first record only).
+            # Stopping the service waits for it; the next run in this process starts another.
+            wandb.teardown()
 
     def run_record(self) -> dict[str, Any]:
         return {"run_id": self.run.id}
