@@ -24,6 +24,7 @@ import logging
 import os
 import pickle
 import re
+import shutil
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 
 CHECKSUM_TAG = b"\nseedbed-sha256:"
 TRAILER_SIZE = len(CHECKSUM_TAG) + 64 + 1
-STEP_FILE = re.compile(r"step_(\d+)\.pt")
+STEP_FILE = re.compile(r"step_(\d+)\.(?:pt|dcp)")  # a file, or a sharded checkpoint's directory
 
 
 class CheckpointError(SeedbedError):
@@ -65,9 +66,16 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     atomic_write(path, write)
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint onto the CPU after checking its checksum; tensors and containers only."""
+def load_checkpoint(path: str | os.PathLike, tensors: bool = True) -> dict[str, Any]:
+    """Read a checkpoint onto the CPU after checking its checksum; tensors and containers only.
+
+    A sharded checkpoint (a directory, `seedbed.core.sharded`) is read whole in this process:
+    its full model and optimizer tensors unless `tensors` is false."""
     path = Path(path)
+    if path.is_dir():
+        from seedbed.core.sharded import load_sharded  # above this module: it saves through it
+
+        return load_sharded(path, tensors)
     try:
         # Read only a regular file, up to a bound: a received `last.pt` may be a link to
         # /dev/zero (read forever) or a FIFO (hangs on open).
@@ -148,16 +156,14 @@ def to_cpu(state: Any) -> Any:
     return result
 
 
-def step_file(step: int) -> str:
-    return f"step_{step:06d}.pt"
+def step_file(step: int, sharded: bool = False) -> str:
+    return f"step_{step:06d}.{'dcp' if sharded else 'pt'}"
 
 
 def step_files(directory: Path) -> list[Path]:
-    """The `step_*.pt` files of `directory`, newest (highest step) first."""
+    """The `step_*.pt` files (and `step_*.dcp` directories) of `directory`, newest first."""
     found = [
-        (int(m.group(1)), p)
-        for p in directory.glob("step_*.pt")
-        if (m := STEP_FILE.fullmatch(p.name))
+        (int(m.group(1)), p) for p in directory.glob("step_*") if (m := STEP_FILE.fullmatch(p.name))
     ]
     return [p for _, p in sorted(found, reverse=True)]
 
@@ -199,8 +205,14 @@ class Checkpointer:
         keep_last: int | None,
         save_best: bool,
         batches_per_epoch: int,
+        sharded: Any = None,
+        writes: bool = True,
     ) -> None:
+        """`sharded` (an FSDP2 run's `seedbed.core.sharded.ShardedParts`): the model and
+        optimizer are saved through it, as a directory every rank writes its shards to;
+        only the process that `writes` writes the rest and points the links."""
         self.directory, self.parts, self.extras = directory, dict(parts), extras
+        self.sharded, self.writes = sharded, writes
         self.monitor = monitor if save_best else None
         self.every_steps, self.at_epoch_end, self.keep_last = every_steps, at_epoch_end, keep_last
         self.batches_per_epoch = batches_per_epoch
@@ -212,14 +224,22 @@ class Checkpointer:
         state = {
             name: part.state_dict() if part is not None else None
             for name, part in self.parts.items()
+            if self.sharded is None or name not in ("model", "optimizer")
         }
         return {**state, "best": self.best, **self.extras()}
 
     def restore(self, checkpoint: Mapping[str, Any]) -> None:
         """Load every part from `checkpoint` (RNG states are the caller's, restored last)."""
+        if self.sharded is None and "sharded" in checkpoint and "model" not in checkpoint:
+            # An FSDP2 run's checkpoint resumed in one process (or by DDP): read it whole.
+            checkpoint = load_checkpoint(checkpoint["sharded"])
         for name, part in self.parts.items():
+            if self.sharded is not None and name in ("model", "optimizer"):
+                continue
             if part is not None:
                 part.load_state_dict(checkpoint[name])
+        if self.sharded is not None:
+            self.sharded.restore(Path(checkpoint["sharded"]), checkpoint)
         self.best = checkpoint.get("best")
 
     def _due(self, step: int) -> bool:
@@ -236,24 +256,28 @@ class Checkpointer:
         improved = metric is not None and self.monitor.improves(val[metric], best)
         if improved:
             self.best = {"metric": metric, "value": val[metric], "step": loop.step}
-            self.best["file"] = step_file(loop.step)
+            self.best["file"] = step_file(loop.step, self.sharded is not None)
         epoch_end = loop.batch == 0  # not a validation within the epoch (val_every_steps)
         if (self.at_epoch_end and epoch_end) or improved or self._due(loop.step):
             self.save(loop)
-        if improved:
+        if improved and self.writes:
             point_link(self.directory / "best.pt", self.best["file"])
             log.info("best.pt: %s %.6g at step %d", metric, self.best["value"], loop.step)
 
     def save(self, loop: Any) -> Path:
         """Write the current state as `step_<step>.pt`, point last.pt at it, drop old ones."""
-        path = self.directory / step_file(loop.step)
+        path = self.directory / step_file(loop.step, self.sharded is not None)
         where = (loop.epoch, loop.step, loop.batch)
         if self.saved_at == where and path.exists():
             return path  # this very state is on disk already
-        save_checkpoint(path, to_cpu(self.capture()))
-        point_link(self.directory / "last.pt", path.name)
+        if self.sharded is not None:
+            self.sharded.save(path, to_cpu(self.capture()))
+        else:
+            save_checkpoint(path, to_cpu(self.capture()))
         self.saved_at = where
-        self._drop_old()
+        if self.writes:
+            point_link(self.directory / "last.pt", path.name)
+            self._drop_old()
         return path
 
     def _drop_old(self) -> None:
@@ -261,7 +285,11 @@ class Checkpointer:
             return
         keep = {self.best["file"]} if self.best else set()
         for path in step_files(self.directory)[self.keep_last :]:
-            if path.name not in keep:
+            if path.name in keep:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)  # a sharded checkpoint
+            else:
                 path.unlink(missing_ok=True)
 
 

@@ -30,6 +30,20 @@ import torch.distributed as dist
 from seedbed.core.errors import ConfigError
 from seedbed.core.seeding import capture_rng_states
 
+DISTRIBUTED_MODES = "false, true (the same as ddp), ddp or fsdp"
+
+
+def distributed_mode(value: Any) -> str | None:
+    """`trainer.distributed` as a mode: None (one process), "ddp" or "fsdp"; ConfigError
+    for anything else. true means ddp, as it did before fsdp existed."""
+    if value is False:
+        return None
+    if value is True or value == "ddp":
+        return "ddp"
+    if value == "fsdp":
+        return "fsdp"
+    raise ConfigError("trainer.distributed", value, DISTRIBUTED_MODES)
+
 
 @dataclass(frozen=True)
 class RankInfo:
