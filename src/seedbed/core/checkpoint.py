@@ -172,6 +172,8 @@ def point_link(link: Path, target_name: str) -> None:
     """Make `link` (last.pt, best.pt) a relative symlink to `target_name`, atomically."""
     tmp = link.with_name(f".{link.name}.tmp")
     tmp.unlink(missing_ok=True)
+    if link.is_dir() and not link.is_symlink():
+        shutil.rmtree(link)  # a copy of a sharded checkpoint (a copy that followed the link)
     os.symlink(target_name, tmp)
     os.replace(tmp, link)
     fsync_dir(link.parent)

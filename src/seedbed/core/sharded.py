@@ -25,6 +25,7 @@ never write anything but tensors through DCP.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import pathlib
@@ -57,7 +58,7 @@ from seedbed.core.checkpoint import (
     save_checkpoint,
 )
 from seedbed.core.errors import ConfigError
-from seedbed.core.files import fsync_dir
+from seedbed.core.files import fsync_dir, open_regular
 
 SHARDED_SUFFIX = ".dcp"
 STATE_FILE = "state.pt"  # the run's own state, beside DCP's files
@@ -154,7 +155,7 @@ class ShardedParts:
         if with_optimizer:  # initialised by DCP (a step of lr 0), then replaced by the saved
             optimizer = get_optimizer_state_dict(self.model, self.optimizer)
             tensors["optimizer"] = {"state": optimizer["state"]}
-        dcp.load(tensors, storage_reader=SafeReader(path))
+        dcp.load(tensors, storage_reader=checked_reader(path))
         set_model_state_dict(self.model, tensors["model"])
         if with_optimizer:
             optimizer["state"] = tensors["optimizer"]["state"]
@@ -174,6 +175,17 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+def sharded_sha256(path: Path) -> str:
+    """One SHA-256 of a sharded checkpoint: over each of its files' names and SHA-256s."""
+    check_sharded_dir(path, MAX_CHECKPOINT_BYTES)  # regular files only, bounded
+    digest = hashlib.sha256()
+    for name in sorted(entry.name for entry in os.scandir(path)):
+        with os.fdopen(open_regular(path / name), "rb") as file:
+            content = hashlib.file_digest(file, "sha256").hexdigest()
+        digest.update(f"{name}|{content}|".encode())
+    return digest.hexdigest()
 
 
 def is_sharded(path: Path) -> bool:
@@ -200,6 +212,7 @@ _METADATA_CLASSES = {
     ("torch", "Size"),
     ("torch.serialization", "_get_layout"),
     ("pathlib", "PosixPath"),
+    ("pathlib", "PurePosixPath"),
 }
 
 
@@ -210,7 +223,7 @@ class _MetadataUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _METADATA_CLASSES:
-            if module == "pathlib":
+            if module == "pathlib":  # the checkpoint's own path, as it was written
                 return pathlib.PurePosixPath  # never a path that touches the disk
             return super().find_class(module, name)
         if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
@@ -298,13 +311,24 @@ class SafeReader(FileSystemReader):
                 raise CheckpointError(f"{where}: {name} is shorter than its metadata says")
 
 
+def checked_reader(path: Path) -> SafeReader:
+    """A reader of `path` whose metadata is checked already: a refusal is a CheckpointError
+    of its own, not one of DCP's errors that wrap every rank's."""
+    reader = SafeReader(path)
+    reader.read_metadata()
+    return reader
+
+
 def load_sharded_tensors(path: Path) -> dict[str, Any]:
     """The full (unsharded) tensors of sharded checkpoint `path`, read in this process alone
     (eval.py, verify, compare, rank 0 of a run): {"model": ..., "optimizer": {"state": ...}}."""
     tensors: dict[str, Any] = {}
     # As DCP's own dcp_to_torch_save reads one: the public `load` fills a copy of the dict.
     _load_state_dict(
-        tensors, storage_reader=SafeReader(path), planner=_EmptyStateDictLoadPlanner(), no_dist=True
+        tensors,
+        storage_reader=checked_reader(path),
+        planner=_EmptyStateDictLoadPlanner(),
+        no_dist=True,
     )
     return tensors
 
