@@ -49,7 +49,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     code, _, err = run_cli(root / "one", *NO_DROPOUT)
     assert code == 0, err
     found["one"] = root / "one"
-    found["fsdp"] = fsdp(root, "fsdp", FSDP, *NO_DROPOUT)
+    found["fsdp"] = fsdp(root, "fsdp", "trainer.distributed=fsdp", *NO_DROPOUT)
     # With dropout (each rank its own stream): twice the same bits, and a stop then a resume.
     found["dropout"] = fsdp(root, "dropout", FSDP, *RUN)
     found["dropout_again"] = fsdp(root, "dropout_again", FSDP, *RUN)

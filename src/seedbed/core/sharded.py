@@ -1,8 +1,9 @@
 """Sharded training (`trainer.distributed=fsdp`): FSDP2 wrapping and sharded checkpoints.
 
-Wrapping policy (`shard_model`): every direct child of the model that holds parameters
-becomes its own FSDP2 unit (`torch.distributed.fsdp.fully_shard`), then the model
-itself (the parameters left over: those of the root). A unit's parameters are gathered
+Wrapping policy (`shard_model`): each child holding parameters of the first module, from
+the root down, with more than one such child (a model that wraps one network,
+`self.net = nn.Sequential(...)`, is looked through to its layers) becomes its own FSDP2 unit
+(`torch.distributed.fsdp.fully_shard`), then the model itself (the parameters left over). A unit's parameters are gathered
 for its forward and backward and freed after, so the memory at a time is one unit's full
 parameters plus every unit's shard. Parameters stay in their dtype (no FSDP mixed
 precision: `trainer.precision` autocasts the forward as in any run).
@@ -69,18 +70,34 @@ TENSOR_PARTS = ("model", "optimizer")  # saved through DCP; everything else is i
 
 
 def shard_model(model: nn.Module) -> nn.Module:
-    """Apply FSDP2 to `model` in place (policy in the module docstring); return it."""
-    units = [child for child in model.children() if next(child.parameters(), None) is not None]
-    if not units and next(model.parameters(), None) is None:
+    """Apply FSDP2 to `model` in place (policy: `shard_units`, then the root); return it."""
+    if next(model.parameters(), None) is None:
         raise ConfigError(
             "trainer.distributed",
             "fsdp",
             f"a model with parameters: {type(model).__name__} has none to shard (use ddp)",
         )
-    for child in units:
-        fully_shard(child)
+    for unit in shard_units(model):
+        fully_shard(unit)
     fully_shard(model)
     return model
+
+
+def shard_units(model: nn.Module) -> list[nn.Module]:
+    """The modules sharded one by one: the children with parameters of the first module,
+    from the root down, that has more than one such child (a wrapper holding one network,
+    `self.net = nn.Sequential(...)`, is looked through). The root takes what is left."""
+    parent = model
+    while True:
+        units = [child for child in parent.children() if _has_parameters(child)]
+        own = next(parent.parameters(recurse=False), None) is not None
+        if len(units) != 1 or own:
+            return units
+        parent = units[0]
+
+
+def _has_parameters(module: nn.Module) -> bool:
+    return next(module.parameters(), None) is not None
 
 
 def full_model_state(model: nn.Module) -> dict[str, Any]:
