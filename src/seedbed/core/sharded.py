@@ -2,11 +2,12 @@
 
 Wrapping policy (`shard_model`): each child holding parameters of the first module, from
 the root down, with more than one such child (a model that wraps one network,
-`self.net = nn.Sequential(...)`, is looked through to its layers) becomes its own FSDP2 unit
-(`torch.distributed.fsdp.fully_shard`), then the model itself (the parameters left over). A unit's parameters are gathered
-for its forward and backward and freed after, so the memory at a time is one unit's full
-parameters plus every unit's shard. Parameters stay in their dtype (no FSDP mixed
-precision: `trainer.precision` autocasts the forward as in any run).
+`self.net = nn.Sequential(...)`, is looked through to its layers) becomes its own FSDP2
+unit (`torch.distributed.fsdp.fully_shard`), then the model itself (the parameters left
+over). A unit's parameters are gathered for its forward and backward and freed after, so
+the memory at a time is one unit's full parameters plus every unit's shard. Parameters stay
+in their dtype (no FSDP mixed precision: `trainer.precision` autocasts the forward as in
+any run).
 
 A sharded checkpoint is a directory `step_<step>.dcp/` written through
 `torch.distributed.checkpoint` (DCP): every rank writes its shards of the model's and the
