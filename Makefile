@@ -8,7 +8,7 @@ ARGS ?=
 # pip's progress bars show: the first install downloads torch and takes a minute or more.
 PIP := $(PY) -m pip install --disable-pip-version-check --progress-bar on -c requirements.lock
 
-.PHONY: train test test-fast test-example example install install-dev lint verify format lock bench clean clean-runs
+.PHONY: train test test-all test-example example install install-dev lint verify format lock bench clean clean-runs
 
 train: install  ## create .venv (seedbed, its core, the example project), run the example's train.py
 	cd example && $(abspath $(PY)) train.py $(ARGS)
@@ -17,7 +17,10 @@ train: install  ## create .venv (seedbed, its core, the example project), run th
 # module's tests stay together (--dist loadscope), so the runs they share are made once.
 PYTEST := $(PY) -m pytest -n auto --dist loadscope
 
-test: install-dev  ## the library's whole suite (slow included: it runs a new project's make test too)
+test: install-dev  ## the everyday suite: every test but those marked slow (a few minutes)
+	$(PYTEST) -m "not slow"
+
+test-all: install-dev  ## the whole suite, slow included (several training processes, a new project's make test): CI's
 	$(PYTEST)
 
 test-example: install-dev  ## the example project's own tests, run in it as a user runs them
@@ -25,9 +28,6 @@ test-example: install-dev  ## the example project's own tests, run in it as a us
 
 example: install-dev  ## render example/ afresh from the template (after changing the template)
 	$(PY) scripts/render_example.py
-
-test-fast: install-dev  ## the suite without the tests marked slow
-	$(PYTEST) -m "not slow"
 
 install: $(VENV)/.installed  ## seedbed and its core dependencies only
 install-dev: $(VENV)/.installed-dev  ## + the dev extra: test tools, linters, every tested extra

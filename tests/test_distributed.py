@@ -239,30 +239,41 @@ def test_distributed_validation_gives_the_single_process_metrics(runs):
 
 
 @pytest.mark.slow
-def test_submitit_tasks_are_the_ranks_of_one_ddp_run(tmp_path):
+def test_submitit_tasks_are_the_ranks_of_one_ddp_run_and_a_job_back_with_other_tasks_resumes(
+    tmp_path,
+):
+    """Two submitit tasks are one DDP run; the job that comes back (a requeue, which adds
+    `resume.path=<its run dir>`, or a resubmission) with one task continues its samples."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     sweep = tmp_path / "sweep"
-    run_multirun(
-        sweep,
-        "seed=3",
-        "hydra/launcher=submitit_local",
-        "hydra.launcher.tasks_per_node=2",
-        "trainer.distributed=true",
-        *TINY,
-    )
+    launch = ["seed=3", "hydra/launcher=submitit_local", "trainer.distributed=true", *TINY]
+    every_4 = ["checkpoint.every_steps=4", "checkpoint.keep_last=null"]
+    run_multirun(sweep, *launch, "hydra.launcher.tasks_per_node=2", *every_4)
     assert [p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".")] == ["0"]
     record = read_run(sweep / "0")
     assert record["status"] == "completed"
     assert record["distributed"] == {"rank": 0, "world_size": 2, "local_rank": 0, "backend": "gloo"}
     assert record["batches"]["world_size"] == 2 and record["batches"]["micro"] == 16
-    assert step_hashes(sweep / "0")[:3] == step_hashes_of_tiny_seed_3(tmp_path)
+    one_process = step_hashes_of_tiny_seed_3(tmp_path)
+    assert step_hashes(sweep / "0") == one_process
+    # Back from step 4 with one task, in the job's own run directory (in a new process: the
+    # job must find its project from what Hydra composed, not from the command line's).
+    resume = f"resume.path={sweep}/0/checkpoints/step_000004.pt"
+    run_multirun(sweep, *launch, "hydra.launcher.tasks_per_node=1", *every_4, resume)
+    record = read_run(sweep / "0")
+    assert record["status"] == "completed" and record["distributed"]["world_size"] == 1
+    assert record["segments"] == [
+        {"from_step": 0, "world_size": 2},
+        {"from_step": 4, "world_size": 1},
+    ]
+    assert step_hashes(sweep / "0") == one_process
 
 
 def step_hashes_of_tiny_seed_3(tmp_path: Path) -> list[tuple[int, str]]:
-    """The first steps' samples of the same config in one process (in this one)."""
+    """Every step's samples of the same config in one process (in this one)."""
     code, _, err = run_cli(tmp_path / "one", "seed=3", *TINY)
     assert code == 0, err
-    return step_hashes(tmp_path / "one")[:3]
+    return step_hashes(tmp_path / "one")
 
 
 @pytest.mark.slow

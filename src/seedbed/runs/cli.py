@@ -71,6 +71,9 @@ def job(cfg: DictConfig) -> float:
     jobs_started.append(1)
     hydra_config = HydraConfig.get()
     run_dir = Path(hydra_config.runtime.output_dir)
+    # A job in another process (submitit, joblib; a requeued SLURM job) starts without the
+    # command line's `use_project`: the project is the one whose configs Hydra composed.
+    use_project(_composed_project(hydra_config) or project_configs())
     try:
         recipe = load_recipe(cfg.get("recipe"))
     except ConfigError as error:
@@ -92,6 +95,14 @@ def job(cfg: DictConfig) -> float:
         raise
     # The run's own monitor: a resumed run's config is the saved one, not this command's.
     return final[RunRecord(run_dir).data["monitor"]["metric"]]
+
+
+def _composed_project(hydra_config: Any) -> Path | None:
+    """The configs folder Hydra composed this job's primary config from."""
+    for source in hydra_config.runtime.config_sources:
+        if source.provider == "main" and source.schema == "file":
+            return Path(source.path)
+    return None
 
 
 def _remove_hydras_record(run_dir: Path) -> None:

@@ -24,6 +24,9 @@ from torch import Tensor
 
 from seedbed.core.errors import ConfigError, SeedbedError
 
+SAMPLES_KIND = "samples"
+"""metrics.jsonl's bookkeeping of each step's samples: not a metric, no logger gets it."""
+
 
 def batch_position(sampler: Any, loop: Any, world_size: int) -> dict[str, int] | None:
     """Where `loop` stands, in global samples: the checkpoint's `position`."""
@@ -69,19 +72,21 @@ def samples_sha256(indices: Tensor) -> str:
 
 def step_samples_record(sampler: Any, state: Any, served: Tensor) -> dict[str, Any]:
     """metrics.jsonl's record of the step just taken: the SHA-256 of its global batch, after
-    checking that this rank was served exactly its part of it."""
+    checking that this rank was served exactly its part of it. The order is the epoch's the
+    sampler was set to: `trainer.overfit_batches` serves epoch 0's every epoch."""
+    served_epoch = sampler.epoch
     step_in_epoch = -(-state.batch // sampler.accumulate) - 1
     first = step_in_epoch * sampler.accumulate
-    expected = [sampler.micro_batch_indices(state.epoch, b) for b in range(first, state.batch)]
+    expected = [sampler.micro_batch_indices(served_epoch, b) for b in range(first, state.batch)]
     mine = torch.cat(expected) if expected else served
     if not torch.equal(served.cpu(), mine):
         raise SeedbedError(
             f"rank {sampler.rank} was served other samples than its part of step {state.step}'s "
             "global batch: the loader does not follow the run's sample order"
         )
-    indices = sampler.global_batch_indices(state.epoch, step_in_epoch)
+    indices = sampler.global_batch_indices(served_epoch, step_in_epoch)
     return {
-        "kind": "samples",
+        "kind": SAMPLES_KIND,
         "epoch": state.epoch,
         "step": state.step,
         "sha256": samples_sha256(indices),

@@ -98,6 +98,7 @@ from seedbed.core.targets import _walk as walk_targets
 from seedbed.core.targets import is_allowed, user_prefixes
 from seedbed.data.loader import global_batch_size
 from seedbed.runs.elastic import (
+    SAMPLES_KIND,
     batch_position,
     check_same_global_batch,
     resumed_batch,
@@ -256,7 +257,9 @@ class RunSession:
         if self.plan is not None:  # loggers continue: the records kept, their runs' ids
             kept = self.run_dir / METRICS_FILE  # none in the scratch dir of a rank other than 0
             base.resumed_at = self.plan.checkpoint["loop"]["step"]
-            base.kept = read_metrics(kept) if kept.is_file() else []
+            # The loggers' records: the samples bookkeeping stays in metrics.jsonl alone.
+            kept_records = read_metrics(kept) if kept.is_file() else []
+            base.kept = [r for r in kept_records if r.get("kind") != SAMPLES_KIND]
             data = self.record.data
             recorded = data.get("loggers") or (
                 {"mlflow": data["mlflow"]} if "mlflow" in data else {}

@@ -40,7 +40,10 @@ def train(cfg: DictConfig, run: RunSession) -> dict[str, Any]:
     run.record_data(data.record)  # what was read: paths, fingerprint, normalisation
     if cfg.trainer.test_after_fit and "test" not in data.splits():
         raise ConfigError(
-            "trainer.test_after_fit", True, "false: this run's data has no test split"
+            "trainer.test_after_fit",
+            True,
+            "false: this run's data has no test split (set data.test_fraction, "
+            "or give the .npz x_test and y_test)",
         )
     model = instantiate(cfg.model, input_shape=data.input_shape, num_outputs=data.num_outputs)
     init_weights(model, cfg.init.scheme, seeds.generator("init"), mode=cfg.init.mode)
