@@ -4,8 +4,9 @@ same world size bit for bit, a sharded checkpoint resumed on another world size 
 process) continuing with the samples of the uninterrupted run, and sharded checkpoints read
 as data.
 
-One set of real runs (module-scoped) serves every assertion: torchrun for the ranks, this
-process for the one-process runs.
+One set of real runs (module-scoped, slow) serves every assertion on runs: torchrun for the
+ranks, this process for the one-process runs; the refusals of a received checkpoint use one
+written in this process.
 """
 
 from __future__ import annotations
@@ -13,21 +14,21 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+import torch.distributed.checkpoint as dcp
 from helpers import read_run, run_cli, torchrun
 from test_distributed import NO_DROPOUT, RUN, copy_of, max_weight_difference, step_hashes
 
-from seedbed.core.checkpoint import CheckpointError, load_checkpoint
+from seedbed.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from seedbed.core.interrupts import TEST_SIGNAL_ENV
 from seedbed.core.record import weights_sha256
-from seedbed.core.sharded import METADATA_FILE, SafeReader, _MetadataUnpickler
+from seedbed.core.sharded import METADATA_FILE, STATE_FILE, SafeReader, _MetadataUnpickler
 from seedbed.evaluate import evaluate_checkpoint
-
-pytestmark = pytest.mark.slow
 
 # Measured on this machine (2-core CPU, gloo, torch 2.13): FSDP2 on 2 ranks against one
 # process 5.96e-8 (the reduce-scatter sums the ranks' gradients in another order; FSDP2 on 2
@@ -72,6 +73,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return found
 
 
+@pytest.mark.slow
 def test_fsdp_takes_the_global_batches_of_one_process_and_agrees_within_tolerance(runs):
     one, sharded = read_run(runs["one"]), read_run(runs["fsdp"])
     assert sharded["status"] == "completed"
@@ -84,6 +86,7 @@ def test_fsdp_takes_the_global_batches_of_one_process_and_agrees_within_toleranc
     )
 
 
+@pytest.mark.slow
 def test_checkpoints_are_sharded_directories_and_the_fingerprint_is_of_the_full_weights(runs):
     directory = runs["fsdp"] / "checkpoints"
     last = directory / "last.pt"
@@ -102,12 +105,14 @@ def test_checkpoints_are_sharded_directories_and_the_fingerprint_is_of_the_full_
     assert result["weights_sha256"] == read_run(runs["fsdp"])["weights_sha256"]
 
 
+@pytest.mark.slow
 def test_fsdp_on_the_same_world_size_twice_is_bit_identical(runs):
     first, again = read_run(runs["dropout"]), read_run(runs["dropout_again"])
     assert first["weights_sha256"] == again["weights_sha256"]
     assert first["loss_series_sha256"] == again["loss_series_sha256"]
 
 
+@pytest.mark.slow
 def test_a_stopped_fsdp_run_resumed_on_the_same_world_size_is_bit_identical(runs):
     assert runs["stopped_status"] == "interrupted"
     finished, resumed = read_run(runs["dropout"]), read_run(runs["stopped"])
@@ -117,6 +122,7 @@ def test_a_stopped_fsdp_run_resumed_on_the_same_world_size_is_bit_identical(runs
     assert not (runs["stopped"] / "checkpoints" / ".step_000008.dcp.tmp").exists()
 
 
+@pytest.mark.slow
 def test_a_sharded_checkpoint_resumes_on_another_world_size_with_the_same_samples(runs):
     uninterrupted = step_hashes(runs["fsdp"])
     for name in ("resumed_on_1", "resumed_plain"):
@@ -138,8 +144,20 @@ def _metadata(path: Path):
         return _MetadataUnpickler(file, path).load()
 
 
-def test_a_received_sharded_checkpoint_is_read_as_data(runs, tmp_path):
-    source = runs["fsdp"] / "checkpoints" / "step_000018.dcp"
+def sharded_checkpoint(directory: Path) -> Path:
+    """A sharded checkpoint as an FSDP2 run writes one (DCP's files and state.pt), written
+    in this process: what a received one looks like."""
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 2))
+    with warnings.catch_warnings():  # "assuming the intent is to save in a single process"
+        warnings.simplefilter("ignore", UserWarning)
+        dcp.save({"model": model.state_dict()}, checkpoint_id=directory, no_dist=True)
+    save_checkpoint(directory / STATE_FILE, {"loop": {"step": 1}, "optimizer": None})
+    return directory
+
+
+def test_a_received_sharded_checkpoint_is_read_as_data(tmp_path):
+    source = sharded_checkpoint(tmp_path / "step_000001.dcp")
+    assert sorted(load_checkpoint(source)["model"]) == ["0.bias", "0.weight", "1.bias", "1.weight"]
 
     def copy(name: str) -> Path:
         target = tmp_path / name
@@ -161,13 +179,13 @@ def test_a_received_sharded_checkpoint_is_read_as_data(runs, tmp_path):
         load_checkpoint(outside)
     # A link among its files.
     linked = copy("linked")
-    (linked / "__1_0.distcp").unlink()
-    (linked / "__1_0.distcp").symlink_to(source / "__1_0.distcp")
-    with pytest.raises(CheckpointError, match="__1_0.distcp is not a regular file"):
+    (linked / "__0_0.distcp").unlink()
+    (linked / "__0_0.distcp").symlink_to(source / "__0_0.distcp")
+    with pytest.raises(CheckpointError, match="__0_0.distcp is not a regular file"):
         load_checkpoint(linked)
     # Files, or tensors, past the bound on a checkpoint's size.
-    with pytest.raises(CheckpointError, match="more than the 1000 a checkpoint may have"):
-        SafeReader(source, limit=1000).read_metadata()
+    with pytest.raises(CheckpointError, match="more than the 100 a checkpoint may have"):
+        SafeReader(source, limit=100).read_metadata()
     huge = copy("huge")
     metadata = _metadata(huge)
     next(iter(metadata.state_dict_metadata.values())).size = torch.Size([2**40])
