@@ -397,10 +397,11 @@ def bench_transforms(repeats: int) -> Result | None:
 
 
 def bench_distributed(repeats: int) -> Result:
-    """Milliseconds per optimizer step on the same global batch: 1 process vs 2 ranks."""
+    """Milliseconds per optimizer step on the same global batch: 1 process vs 2 ranks of
+    DDP and of FSDP2."""
     from distributed import bookkeeping_us, variants  # noqa: PLC0415  (also run alone)
 
-    samples = interleaved(variants(fsdp=False), repeats)
+    samples = interleaved(variants(fsdp=True), repeats)
     cost = bookkeeping_us()
     share = 100 * cost["per step"] / (1e3 * statistics.median(samples["1 process"]))
     return Result(

@@ -262,6 +262,10 @@ OVERRIDES = [
         "trainer.distributed='fdsp' is not allowed: false, true (the same as ddp), ddp or fsdp",
     ),
     (["trainer.distributed=1"], "trainer.distributed=1 is not allowed: false, true"),
+    (
+        ["trainer.distributed=fsdp", "trainer.perturb_step=2"],
+        "trainer.perturb_step=2 is not allowed: null with trainer.distributed=fsdp",
+    ),
     (["logger=mlflow", "logger.mlflow.tracking_uri=bogus://x/y"], "logger.mlflow.tracking_uri"),
 ]
 

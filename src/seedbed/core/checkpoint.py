@@ -1,13 +1,8 @@
-"""Checkpoints: atomic, checksummed files of `{name: part.state_dict()}`, and when to write them.
+"""Checkpoints: `{name: part.state_dict()}`, written atomically, and when to write them.
 
-A checkpoint is `torch.save` bytes followed by a one-line trailer holding their
-SHA-256 (`torch.load` ignores it, so the file stays a plain PyTorch checkpoint).
-It is written to a temporary file in the same directory, flushed, fsynced and
-renamed over the target: a crash at any instant leaves the old file or the new
-one, never half of one. Loading checks the trailer first, so a truncated,
-empty or altered file is refused with a message naming it, then uses
-`torch.load(weights_only=True)`, which refuses anything but tensors and plain
-containers: a checkpoint cannot run code.
+A checkpoint is a checksummed file (`seedbed.core.checkpoint_file`: atomic, read with
+`torch.load(weights_only=True)`), or for an FSDP2 run a directory of shards
+(`seedbed.core.sharded`); `load_checkpoint` reads either, whole, in one process.
 
 `Checkpointer` is handed the run's stateful parts by name once, saves and
 restores exactly those, and decides when to write (`checkpoint.*` in the
@@ -18,14 +13,10 @@ config): every `every_steps` steps, after each validation, on request
 
 from __future__ import annotations
 
-import hashlib
-import io
 import logging
 import os
-import pickle
 import re
 import shutil
-import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,36 +25,32 @@ from typing import Any, Protocol
 import torch
 from omegaconf import DictConfig
 
-from seedbed.core.errors import SeedbedError, require
-from seedbed.core.files import atomic_write, fsync_dir, open_regular
+from seedbed.core.checkpoint_file import (
+    CHECKSUM_TAG,
+    MAX_CHECKPOINT_BYTES,
+    TRAILER_SIZE,
+    CheckpointError,
+    load_checkpoint_file,
+    save_checkpoint,
+)
+from seedbed.core.errors import require
+from seedbed.core.files import fsync_dir
+from seedbed.core.sharded import load_sharded
+
+# Importable from here, as they always were.
+__all__ = [
+    "CHECKSUM_TAG",
+    "MAX_CHECKPOINT_BYTES",
+    "TRAILER_SIZE",
+    "CheckpointError",
+    "Checkpointer",
+    "load_checkpoint",
+    "save_checkpoint",
+]
 
 log = logging.getLogger(__name__)
 
-CHECKSUM_TAG = b"\nseedbed-sha256:"
-TRAILER_SIZE = len(CHECKSUM_TAG) + 64 + 1
 STEP_FILE = re.compile(r"step_(\d+)\.(?:pt|dcp)")  # a file, or a sharded checkpoint's directory
-
-
-class CheckpointError(SeedbedError):
-    """A checkpoint that cannot be used; the message names the file."""
-
-
-# A bound on what is read into memory, far above any model this template trains on a CPU.
-MAX_CHECKPOINT_BYTES = int(os.environ.get("SEEDBED_MAX_CHECKPOINT_BYTES", 8 * 2**30))
-
-
-def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    """Write `state` (CPU tensors and plain values) atomically, with its checksum."""
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    payload = buffer.getbuffer()
-    trailer = CHECKSUM_TAG + hashlib.sha256(payload).hexdigest().encode() + b"\n"
-
-    def write(file: Any) -> None:
-        file.write(payload)
-        file.write(trailer)
-
-    atomic_write(path, write)
 
 
 def load_checkpoint(path: str | os.PathLike, tensors: bool = True) -> dict[str, Any]:
@@ -71,60 +58,9 @@ def load_checkpoint(path: str | os.PathLike, tensors: bool = True) -> dict[str, 
 
     A sharded checkpoint (a directory, `seedbed.core.sharded`) is read whole in this process:
     its full model and optimizer tensors unless `tensors` is false."""
-    path = Path(path)
-    if path.is_dir():
-        from seedbed.core.sharded import load_sharded  # above this module: it saves through it
-
-        return load_sharded(path, tensors)
-    try:
-        # Read only a regular file, up to a bound: a received `last.pt` may be a link to
-        # /dev/zero (read forever) or a FIFO (hangs on open).
-        with os.fdopen(open_regular(path, CheckpointError, "checkpoint "), "rb") as file:
-            size = os.fstat(file.fileno()).st_size
-            if size > MAX_CHECKPOINT_BYTES:
-                raise CheckpointError(
-                    f"checkpoint {path} is refused: {size} bytes, more than the "
-                    f"{MAX_CHECKPOINT_BYTES} a checkpoint may have (SEEDBED_MAX_CHECKPOINT_BYTES)"
-                )
-            data = memoryview(file.read(MAX_CHECKPOINT_BYTES + 1))
-    except OSError as error:
-        raise CheckpointError(f"checkpoint {path} cannot be read: {error.strerror}") from error
-    if len(data) == 0:
-        raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
-    payload, trailer = data[:-TRAILER_SIZE], bytes(data[-TRAILER_SIZE:])
-    if not trailer.startswith(CHECKSUM_TAG):
-        raise CheckpointError(
-            f"checkpoint {path} is truncated or not a seedbed checkpoint (no checksum at its end)"
-        )
-    if hashlib.sha256(payload).hexdigest().encode() != trailer[len(CHECKSUM_TAG) : -1]:
-        raise CheckpointError(f"checkpoint {path} fails its SHA-256 checksum: the file is corrupt")
-    _check_stored(path, payload)
-    try:
-        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()[0]
-        raise CheckpointError(
-            f"checkpoint {path} is refused: loading it needs arbitrary unpickling, "
-            f"which could run code ({first})"
-        ) from error
-    except Exception as error:
-        raise CheckpointError(f"checkpoint {path} cannot be loaded: {error}") from error
-
-
-def _check_stored(path: Path, payload: memoryview) -> None:
-    """torch.save stores its records uncompressed; torch.load also inflates compressed ones,
-    so a few MB of a received file could unpack to terabytes. Refused, before loading."""
-    try:
-        members = zipfile.ZipFile(io.BytesIO(payload)).infolist()
-    except zipfile.BadZipFile:
-        return  # not torch's zip format: torch.load says what it is
-    packed = [m.filename for m in members if m.compress_type != zipfile.ZIP_STORED]
-    if packed or sum(m.file_size for m in members) > MAX_CHECKPOINT_BYTES:
-        what = f"a compressed record ({packed[0]})" if packed else "records past the bound"
-        raise CheckpointError(
-            f"checkpoint {path} is refused: it holds {what}; torch.save writes records as "
-            "they are, so this file was not written by it"
-        )
+    if Path(path).is_dir():
+        return load_sharded(Path(path), tensors)
+    return load_checkpoint_file(path)
 
 
 def to_cpu(state: Any) -> Any:

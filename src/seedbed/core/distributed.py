@@ -1,7 +1,8 @@
 """Data-parallel training over processes, started by torchrun or as the tasks of a submitit job.
 
-`trainer.distributed=true` makes each process one rank of a
-`DistributedDataParallel` run: backend gloo on the CPU, nccl on CUDA. The
+`trainer.distributed=ddp` (or `true`) makes each process one rank of a
+`DistributedDataParallel` run, `fsdp` of an FSDP2 run (`seedbed.core.sharded`): backend
+gloo on the CPU, nccl on CUDA. The
 ranks share the weight-init, data-order and augmentation streams (the same
 initial weights; each step's global batch the same as in one process, each
 rank taking its micro-batches of it, see `seedbed.data.loader`; a sample's

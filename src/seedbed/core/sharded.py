@@ -53,21 +53,19 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
 from torch.distributed.fsdp import fully_shard
 
-from seedbed.core.checkpoint import (
+from seedbed.core.checkpoint_file import (
     MAX_CHECKPOINT_BYTES,
     CheckpointError,
-    load_checkpoint,
+    load_checkpoint_file,
     save_checkpoint,
 )
 from seedbed.core.errors import ConfigError
 from seedbed.core.files import fsync_dir, open_regular
 
-SHARDED_SUFFIX = ".dcp"
 STATE_FILE = "state.pt"  # the run's own state, beside DCP's files
 METADATA_FILE = ".metadata"
 # What a sharded checkpoint holds besides `state.pt`: DCP's metadata and shard files.
 SHARD_FILE_CHARS = set("_0123456789.distcp")
-TENSOR_PARTS = ("model", "optimizer")  # saved through DCP; everything else is in state.pt
 
 
 def shard_model(model: nn.Module) -> nn.Module:
@@ -355,7 +353,7 @@ def load_sharded(path: Path, tensors: bool = True) -> dict[str, Any]:
     """Sharded checkpoint `path` as one process reads it: state.pt, with the full model and
     optimizer tensors merged in (`tensors`), else with `sharded` naming the directory (a
     resume loads the tensors into its own shards)."""
-    state = load_checkpoint(path / STATE_FILE)
+    state = load_checkpoint_file(path / STATE_FILE)
     state["sharded"] = str(path)
     if tensors:
         loaded = load_sharded_tensors(path)

@@ -194,6 +194,12 @@ class RunSession:
         cfg = self.cfg
         validate(cfg)
         self.mode = distributed_mode(cfg.trainer.distributed)
+        if self.mode == "fsdp" and cfg.trainer.perturb_step is not None:
+            raise ConfigError(
+                "trainer.perturb_step",
+                cfg.trainer.perturb_step,
+                "null with trainer.distributed=fsdp (it perturbs a weight of one process)",
+            )
         if self.writes_run_dir:
             show_config(cfg)
         check_logger_packages(cfg.logger)
