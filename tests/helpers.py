@@ -107,12 +107,24 @@ def run_multirun(sweep_dir: Path, *overrides: str, **options: Any) -> subprocess
     )
 
 
-def torchrun(workdir: Path, *overrides: str, nproc: int = 2) -> subprocess.CompletedProcess:
+def torchrun(
+    workdir: Path,
+    *overrides: str,
+    nproc: int = 2,
+    env: dict[str, str] | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess:
     """`torchrun --nproc_per_node=<nproc> --standalone train.py <overrides>` in `workdir`."""
     workdir.mkdir(exist_ok=True)
     launcher = ["-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--standalone"]
     return run_python(
-        *launcher, TRAIN, *overrides, cwd=workdir, env={"OMP_NUM_THREADS": "1"}, timeout=120
+        *launcher,
+        TRAIN,
+        *overrides,
+        cwd=workdir,
+        env={"OMP_NUM_THREADS": "1", **(env or {})},
+        check=check,
+        timeout=120,
     )
 
 

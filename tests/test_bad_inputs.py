@@ -257,6 +257,15 @@ OVERRIDES = [
     (["sched=plateau", "sched.cooldown=-1"], "sched.cooldown"),
     (["sched=warmup_cosine", "sched.warmup_steps=100", "sched.total_steps=10"], "warmup_steps"),
     (["trainer.threads=100000"], "trainer.threads=100000 is not allowed: an int in [1, "),
+    (
+        ["trainer.distributed=fdsp"],
+        "trainer.distributed='fdsp' is not allowed: false, true (the same as ddp), ddp or fsdp",
+    ),
+    (["trainer.distributed=1"], "trainer.distributed=1 is not allowed: false, true"),
+    (
+        ["trainer.distributed=fsdp", "trainer.perturb_step=2"],
+        "trainer.perturb_step=2 is not allowed: null with trainer.distributed=fsdp",
+    ),
     (["logger=mlflow", "logger.mlflow.tracking_uri=bogus://x/y"], "logger.mlflow.tracking_uri"),
 ]
 
@@ -332,6 +341,13 @@ CASES.update(
             "train",
             ["resume={run}", "trainer.accumulate_grad_batches=2"],
             "loader.global_batch_size",
+            run_dir="{run}",
+        ),
+        # FSDP2 resumes a sharded checkpoint only (a sharded one resumes anywhere).
+        "resume a one-file checkpoint with fsdp": Case(
+            "train",
+            ["resume={run}", "trainer.distributed=fsdp"],
+            "trainer.distributed='fsdp' is not allowed: False to resume",
             run_dir="{run}",
         ),
         "resume run.json garbage": Case(

@@ -154,6 +154,11 @@ SHARED = {
         ("trainer.distributed=true", "trainer.accumulate_grad_batches=2"),
         "on 4 ranks with accumulation 2 at a global batch of 32, against 1 and 2 ranks",
     ),
+    "torchrun --nproc_per_node=2 train.py trainer.distributed=fsdp": Shared(
+        "test_fsdp::runs",
+        ("trainer.distributed=fsdp",),
+        "on 2 ranks, against one process, twice, stopped and resumed, resumed on 1 rank",
+    ),
     "python train.py -m seed=0,1,2,3 hydra/launcher=joblib hydra.launcher.n_jobs=2": Shared(
         "test_sweeps::test_joblib_parallel_jobs_give_the_sequential_weights",
         ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2"),

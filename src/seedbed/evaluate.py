@@ -37,6 +37,7 @@ from seedbed.core.files import RUN_DIR_FOLDERS, WRITTEN_IN_RUN_DIR, atomic_write
 from seedbed.core.paths import project_configs, run_dir_of, use_project
 from seedbed.core.received import check_received, without_downloads
 from seedbed.core.record import RUN_FILE, read_json, to_json, weights_sha256
+from seedbed.core.sharded import sharded_sha256
 from seedbed.data.fingerprint import file_sha256
 from seedbed.data.loader import eval_batches
 from seedbed.loop import evaluate
@@ -104,7 +105,7 @@ def evaluate_checkpoint(
     return {
         "checkpoint": str(path),
         "checkpoint_file": path.resolve().name,
-        "checkpoint_sha256": file_sha256(path),
+        "checkpoint_sha256": sharded_sha256(path) if path.is_dir() else file_sha256(path),
         "weights_sha256": weights_sha256(weights),
         "epoch": checkpoint["loop"]["epoch"],
         "step": checkpoint["loop"]["step"],

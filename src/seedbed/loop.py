@@ -33,7 +33,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from seedbed.compile import COMPILE_MODES
 from seedbed.core.device import DEVICES
-from seedbed.core.distributed import mean_over_ranks
+from seedbed.core.distributed import distributed_mode, mean_over_ranks
 from seedbed.core.errors import SeedbedError, require, require_choice
 from seedbed.core.loggers import MetricsWriter
 from seedbed.data.loader import EpochBatches
@@ -482,9 +482,12 @@ class TrainerConfig:
     weight (`python -m seedbed.tools.verify --vary trainer.perturb_step=5` must then fail)."""
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     """Stop when the monitored metric stalls (off by default)."""
-    distributed: bool = False
-    """Data-parallel training (DDP): one process per rank, started by torchrun or as the tasks
-    of a submitit job; gloo on the CPU, nccl on CUDA. Only rank 0 writes the run directory."""
+    distributed: Any = False
+    """false (one process), ddp (true says the same: DistributedDataParallel) or fsdp (FSDP2,
+    `fully_shard`: parameters, gradients and optimizer state sharded over the ranks, sharded
+    checkpoints): one process per rank, started by torchrun or as the tasks of a submitit
+    job; gloo on the CPU, nccl on CUDA. Only rank 0 writes the run directory. (Typed Any so
+    that both a bool and a name pass the schema; checked by `distributed_mode`.)"""
 
 
 def check_trainer(trainer: DictConfig) -> None:
@@ -512,6 +515,7 @@ def check_trainer(trainer: DictConfig) -> None:
     accumulate = trainer.accumulate_grad_batches
     require(accumulate >= 1, "trainer.accumulate_grad_batches", accumulate, "an int >= 1")
     require_choice("trainer.compile_mode", trainer.compile_mode, COMPILE_MODES)
+    distributed_mode(trainer.distributed)
     stopping = trainer.early_stopping
     patience, delta = stopping.patience, stopping.min_delta
     allowed = "an int > 0 or null (off)"

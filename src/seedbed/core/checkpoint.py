@@ -1,13 +1,8 @@
-"""Checkpoints: atomic, checksummed files of `{name: part.state_dict()}`, and when to write them.
+"""Checkpoints: `{name: part.state_dict()}`, written atomically, and when to write them.
 
-A checkpoint is `torch.save` bytes followed by a one-line trailer holding their
-SHA-256 (`torch.load` ignores it, so the file stays a plain PyTorch checkpoint).
-It is written to a temporary file in the same directory, flushed, fsynced and
-renamed over the target: a crash at any instant leaves the old file or the new
-one, never half of one. Loading checks the trailer first, so a truncated,
-empty or altered file is refused with a message naming it, then uses
-`torch.load(weights_only=True)`, which refuses anything but tensors and plain
-containers: a checkpoint cannot run code.
+A checkpoint is a checksummed file (`seedbed.core.checkpoint_file`: atomic, read with
+`torch.load(weights_only=True)`), or for an FSDP2 run a directory of shards
+(`seedbed.core.sharded`); `load_checkpoint` reads either, whole, in one process.
 
 `Checkpointer` is handed the run's stateful parts by name once, saves and
 restores exactly those, and decides when to write (`checkpoint.*` in the
@@ -18,13 +13,10 @@ config): every `every_steps` steps, after each validation, on request
 
 from __future__ import annotations
 
-import hashlib
-import io
 import logging
 import os
-import pickle
 import re
-import zipfile
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,90 +25,42 @@ from typing import Any, Protocol
 import torch
 from omegaconf import DictConfig
 
-from seedbed.core.errors import SeedbedError, require
-from seedbed.core.files import atomic_write, fsync_dir, open_regular
+from seedbed.core.checkpoint_file import (
+    CHECKSUM_TAG,
+    MAX_CHECKPOINT_BYTES,
+    TRAILER_SIZE,
+    CheckpointError,
+    load_checkpoint_file,
+    save_checkpoint,
+)
+from seedbed.core.errors import require
+from seedbed.core.files import fsync_dir
+from seedbed.core.sharded import load_sharded
+
+# Importable from here, as they always were.
+__all__ = [
+    "CHECKSUM_TAG",
+    "MAX_CHECKPOINT_BYTES",
+    "TRAILER_SIZE",
+    "CheckpointError",
+    "Checkpointer",
+    "load_checkpoint",
+    "save_checkpoint",
+]
 
 log = logging.getLogger(__name__)
 
-CHECKSUM_TAG = b"\nseedbed-sha256:"
-TRAILER_SIZE = len(CHECKSUM_TAG) + 64 + 1
-STEP_FILE = re.compile(r"step_(\d+)\.pt")
+STEP_FILE = re.compile(r"step_(\d+)\.(?:pt|dcp)")  # a file, or a sharded checkpoint's directory
 
 
-class CheckpointError(SeedbedError):
-    """A checkpoint that cannot be used; the message names the file."""
+def load_checkpoint(path: str | os.PathLike, tensors: bool = True) -> dict[str, Any]:
+    """Read a checkpoint onto the CPU after checking its checksum; tensors and containers only.
 
-
-# A bound on what is read into memory, far above any model this template trains on a CPU.
-MAX_CHECKPOINT_BYTES = int(os.environ.get("SEEDBED_MAX_CHECKPOINT_BYTES", 8 * 2**30))
-
-
-def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    """Write `state` (CPU tensors and plain values) atomically, with its checksum."""
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    payload = buffer.getbuffer()
-    trailer = CHECKSUM_TAG + hashlib.sha256(payload).hexdigest().encode() + b"\n"
-
-    def write(file: Any) -> None:
-        file.write(payload)
-        file.write(trailer)
-
-    atomic_write(path, write)
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint onto the CPU after checking its checksum; tensors and containers only."""
-    path = Path(path)
-    try:
-        # Read only a regular file, up to a bound: a received `last.pt` may be a link to
-        # /dev/zero (read forever) or a FIFO (hangs on open).
-        with os.fdopen(open_regular(path, CheckpointError, "checkpoint "), "rb") as file:
-            size = os.fstat(file.fileno()).st_size
-            if size > MAX_CHECKPOINT_BYTES:
-                raise CheckpointError(
-                    f"checkpoint {path} is refused: {size} bytes, more than the "
-                    f"{MAX_CHECKPOINT_BYTES} a checkpoint may have (SEEDBED_MAX_CHECKPOINT_BYTES)"
-                )
-            data = memoryview(file.read(MAX_CHECKPOINT_BYTES + 1))
-    except OSError as error:
-        raise CheckpointError(f"checkpoint {path} cannot be read: {error.strerror}") from error
-    if len(data) == 0:
-        raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
-    payload, trailer = data[:-TRAILER_SIZE], bytes(data[-TRAILER_SIZE:])
-    if not trailer.startswith(CHECKSUM_TAG):
-        raise CheckpointError(
-            f"checkpoint {path} is truncated or not a seedbed checkpoint (no checksum at its end)"
-        )
-    if hashlib.sha256(payload).hexdigest().encode() != trailer[len(CHECKSUM_TAG) : -1]:
-        raise CheckpointError(f"checkpoint {path} fails its SHA-256 checksum: the file is corrupt")
-    _check_stored(path, payload)
-    try:
-        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()[0]
-        raise CheckpointError(
-            f"checkpoint {path} is refused: loading it needs arbitrary unpickling, "
-            f"which could run code ({first})"
-        ) from error
-    except Exception as error:
-        raise CheckpointError(f"checkpoint {path} cannot be loaded: {error}") from error
-
-
-def _check_stored(path: Path, payload: memoryview) -> None:
-    """torch.save stores its records uncompressed; torch.load also inflates compressed ones,
-    so a few MB of a received file could unpack to terabytes. Refused, before loading."""
-    try:
-        members = zipfile.ZipFile(io.BytesIO(payload)).infolist()
-    except zipfile.BadZipFile:
-        return  # not torch's zip format: torch.load says what it is
-    packed = [m.filename for m in members if m.compress_type != zipfile.ZIP_STORED]
-    if packed or sum(m.file_size for m in members) > MAX_CHECKPOINT_BYTES:
-        what = f"a compressed record ({packed[0]})" if packed else "records past the bound"
-        raise CheckpointError(
-            f"checkpoint {path} is refused: it holds {what}; torch.save writes records as "
-            "they are, so this file was not written by it"
-        )
+    A sharded checkpoint (a directory, `seedbed.core.sharded`) is read whole in this process:
+    its full model and optimizer tensors unless `tensors` is false."""
+    if Path(path).is_dir():
+        return load_sharded(Path(path), tensors)
+    return load_checkpoint_file(path)
 
 
 def to_cpu(state: Any) -> Any:
@@ -148,16 +92,14 @@ def to_cpu(state: Any) -> Any:
     return result
 
 
-def step_file(step: int) -> str:
-    return f"step_{step:06d}.pt"
+def step_file(step: int, sharded: bool = False) -> str:
+    return f"step_{step:06d}.{'dcp' if sharded else 'pt'}"
 
 
 def step_files(directory: Path) -> list[Path]:
-    """The `step_*.pt` files of `directory`, newest (highest step) first."""
+    """The `step_*.pt` files (and `step_*.dcp` directories) of `directory`, newest first."""
     found = [
-        (int(m.group(1)), p)
-        for p in directory.glob("step_*.pt")
-        if (m := STEP_FILE.fullmatch(p.name))
+        (int(m.group(1)), p) for p in directory.glob("step_*") if (m := STEP_FILE.fullmatch(p.name))
     ]
     return [p for _, p in sorted(found, reverse=True)]
 
@@ -166,6 +108,8 @@ def point_link(link: Path, target_name: str) -> None:
     """Make `link` (last.pt, best.pt) a relative symlink to `target_name`, atomically."""
     tmp = link.with_name(f".{link.name}.tmp")
     tmp.unlink(missing_ok=True)
+    if link.is_dir() and not link.is_symlink():
+        shutil.rmtree(link)  # a copy of a sharded checkpoint (a copy that followed the link)
     os.symlink(target_name, tmp)
     os.replace(tmp, link)
     fsync_dir(link.parent)
@@ -199,8 +143,14 @@ class Checkpointer:
         keep_last: int | None,
         save_best: bool,
         batches_per_epoch: int,
+        sharded: Any = None,
+        writes: bool = True,
     ) -> None:
+        """`sharded` (an FSDP2 run's `seedbed.core.sharded.ShardedParts`): the model and
+        optimizer are saved through it, as a directory every rank writes its shards to;
+        only the process that `writes` writes the rest and points the links."""
         self.directory, self.parts, self.extras = directory, dict(parts), extras
+        self.sharded, self.writes = sharded, writes
         self.monitor = monitor if save_best else None
         self.every_steps, self.at_epoch_end, self.keep_last = every_steps, at_epoch_end, keep_last
         self.batches_per_epoch = batches_per_epoch
@@ -212,14 +162,22 @@ class Checkpointer:
         state = {
             name: part.state_dict() if part is not None else None
             for name, part in self.parts.items()
+            if self.sharded is None or name not in ("model", "optimizer")
         }
         return {**state, "best": self.best, **self.extras()}
 
     def restore(self, checkpoint: Mapping[str, Any]) -> None:
         """Load every part from `checkpoint` (RNG states are the caller's, restored last)."""
+        if self.sharded is None and "sharded" in checkpoint and "model" not in checkpoint:
+            # An FSDP2 run's checkpoint resumed in one process (or by DDP): read it whole.
+            checkpoint = load_checkpoint(checkpoint["sharded"])
         for name, part in self.parts.items():
+            if self.sharded is not None and name in ("model", "optimizer"):
+                continue
             if part is not None:
                 part.load_state_dict(checkpoint[name])
+        if self.sharded is not None:
+            self.sharded.restore(Path(checkpoint["sharded"]), checkpoint)
         self.best = checkpoint.get("best")
 
     def _due(self, step: int) -> bool:
@@ -236,24 +194,28 @@ class Checkpointer:
         improved = metric is not None and self.monitor.improves(val[metric], best)
         if improved:
             self.best = {"metric": metric, "value": val[metric], "step": loop.step}
-            self.best["file"] = step_file(loop.step)
+            self.best["file"] = step_file(loop.step, self.sharded is not None)
         epoch_end = loop.batch == 0  # not a validation within the epoch (val_every_steps)
         if (self.at_epoch_end and epoch_end) or improved or self._due(loop.step):
             self.save(loop)
-        if improved:
+        if improved and self.writes:
             point_link(self.directory / "best.pt", self.best["file"])
             log.info("best.pt: %s %.6g at step %d", metric, self.best["value"], loop.step)
 
     def save(self, loop: Any) -> Path:
         """Write the current state as `step_<step>.pt`, point last.pt at it, drop old ones."""
-        path = self.directory / step_file(loop.step)
+        path = self.directory / step_file(loop.step, self.sharded is not None)
         where = (loop.epoch, loop.step, loop.batch)
         if self.saved_at == where and path.exists():
             return path  # this very state is on disk already
-        save_checkpoint(path, to_cpu(self.capture()))
-        point_link(self.directory / "last.pt", path.name)
+        if self.sharded is not None:
+            self.sharded.save(path, to_cpu(self.capture()))
+        else:
+            save_checkpoint(path, to_cpu(self.capture()))
         self.saved_at = where
-        self._drop_old()
+        if self.writes:
+            point_link(self.directory / "last.pt", path.name)
+            self._drop_old()
         return path
 
     def _drop_old(self) -> None:
@@ -261,7 +223,11 @@ class Checkpointer:
             return
         keep = {self.best["file"]} if self.best else set()
         for path in step_files(self.directory)[self.keep_last :]:
-            if path.name not in keep:
+            if path.name in keep:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)  # a sharded checkpoint
+            else:
                 path.unlink(missing_ok=True)
 
 

@@ -1,7 +1,8 @@
 """Data-parallel training over processes, started by torchrun or as the tasks of a submitit job.
 
-`trainer.distributed=true` makes each process one rank of a
-`DistributedDataParallel` run: backend gloo on the CPU, nccl on CUDA. The
+`trainer.distributed=ddp` (or `true`) makes each process one rank of a
+`DistributedDataParallel` run, `fsdp` of an FSDP2 run (`seedbed.core.sharded`): backend
+gloo on the CPU, nccl on CUDA. The
 ranks share the weight-init, data-order and augmentation streams (the same
 initial weights; each step's global batch the same as in one process, each
 rank taking its micro-batches of it, see `seedbed.data.loader`; a sample's
@@ -29,6 +30,20 @@ import torch.distributed as dist
 
 from seedbed.core.errors import ConfigError
 from seedbed.core.seeding import capture_rng_states
+
+DISTRIBUTED_MODES = "false, true (the same as ddp), ddp or fsdp"
+
+
+def distributed_mode(value: Any) -> str | None:
+    """`trainer.distributed` as a mode: None (one process), "ddp" or "fsdp"; ConfigError
+    for anything else. true means ddp, as it did before fsdp existed."""
+    if value is False:
+        return None
+    if value is True or value == "ddp":
+        return "ddp"
+    if value == "fsdp":
+        return "fsdp"
+    raise ConfigError("trainer.distributed", value, DISTRIBUTED_MODES)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ a run writes in place must be a regular file of its own (`refuse_unsafe_run_file
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import tempfile
 from pathlib import Path
@@ -189,7 +190,8 @@ def open_nofollow(path: str | os.PathLike, flags: int) -> int:
 
 
 def remove_temporary_files(directory: str | os.PathLike) -> list[str]:
-    """Remove what a killed `atomic_write` left in `directory` (`.<name>.<random>.tmp`)."""
+    """Remove what a killed `atomic_write` left in `directory` (`.<name>.<random>.tmp`), and
+    the `.<name>.tmp` directory of a sharded checkpoint whose writing was killed."""
     directory = Path(directory)
     if not directory.is_dir() or directory.is_symlink():
         return []
@@ -197,5 +199,8 @@ def remove_temporary_files(directory: str | os.PathLike) -> list[str]:
     for path in directory.glob(".*.tmp"):
         if path.is_file() or path.is_symlink():
             path.unlink(missing_ok=True)
+            removed.append(path.name)
+        elif path.is_dir():
+            shutil.rmtree(path)
             removed.append(path.name)
     return removed

@@ -44,8 +44,9 @@ def run_name() -> str:
 
 
 def run_dir_of(path: str | os.PathLike) -> Path:
-    """The run directory of `path`: itself, or `<run>` for `<run>/checkpoints/<file>.pt`."""
+    """The run directory of `path`: itself, or `<run>` for `<run>/checkpoints/<file>.pt` (or
+    a sharded checkpoint's `<run>/checkpoints/step_<step>.dcp`)."""
     path = Path(path)
-    if path.suffix == ".pt" or path.is_file():
+    if path.suffix in (".pt", ".dcp") or path.is_file():
         return path.parent.parent
     return path

@@ -36,6 +36,7 @@ from seedbed.core.interrupts import epoch_position
 from seedbed.core.paths import CHECKPOINT_DIR, run_dir_of
 from seedbed.core.received import check_received, without_downloads
 from seedbed.core.record import METRICS_FILE, RUN_FILE, flatten, read_json
+from seedbed.core.sharded import is_sharded
 from seedbed.optim import spans_the_run
 from seedbed.runs.forced_resume import refuse_unapplied, refuse_unknown_optimizer_settings
 from seedbed.runs.hydra import TrainConfig
@@ -101,14 +102,16 @@ def find_checkpoint(resume_path: str) -> tuple[Path, dict[str, Any], list[str]]:
         raise ConfigError(
             "resume.path", resume_path, "a run directory or a checkpoint file (it does not exist)"
         )
-    if path.is_file():
+    if path.is_file() or is_sharded(path):
         check_inside(path, path.parent)
-        return path, load_checkpoint(path), []
+        return path, load_checkpoint(path, tensors=False), []
     skipped: list[str] = []
     for candidate in checkpoint_candidates(path):
         try:
             check_inside(candidate, path / CHECKPOINT_DIR)
-            checkpoint = load_checkpoint(candidate)
+            checkpoint = load_checkpoint(
+                candidate, tensors=False
+            )  # a sharded one: its tensors later
         except CheckpointError as error:
             skipped.append(str(error))
             log.warning("%s; trying an older one", error)

@@ -45,6 +45,7 @@ from seedbed.core.device import resolve_device
 from seedbed.core.distributed import (
     RankInfo,
     agree_on_signal,
+    distributed_mode,
     gather_rng_states,
     init_distributed,
     launched_rank,
@@ -92,6 +93,7 @@ from seedbed.core.record import (
     weights_sha256,
 )
 from seedbed.core.seeding import Seeds, capture_rng_states, restore_rng_states, seed_everything
+from seedbed.core.sharded import ShardedParts, full_model_state, shard_model
 from seedbed.core.targets import _walk as walk_targets
 from seedbed.core.targets import is_allowed, user_prefixes
 from seedbed.data.loader import global_batch_size
@@ -128,6 +130,7 @@ class RunSession:
         (None: `cfg` is the whole config)."""
         self.cfg, self.run_dir, self.overrides = without_hydra(cfg), Path(run_dir), overrides
         self.plan: ResumePlan | None = None
+        self.mode: str | None = None  # trainer.distributed: None, "ddp" or "fsdp"
         self.ranks = RankInfo()
         self.device = torch.device("cpu")
         self.seeds: Seeds | None = None
@@ -190,6 +193,13 @@ class RunSession:
     def _open(self) -> None:
         cfg = self.cfg
         validate(cfg)
+        self.mode = distributed_mode(cfg.trainer.distributed)
+        if self.mode == "fsdp" and cfg.trainer.perturb_step is not None:
+            raise ConfigError(
+                "trainer.perturb_step",
+                cfg.trainer.perturb_step,
+                "null with trainer.distributed=fsdp (it perturbs a weight of one process)",
+            )
         if self.writes_run_dir:
             show_config(cfg)
         check_logger_packages(cfg.logger)
@@ -302,9 +312,12 @@ class RunSession:
         return dict(result["metrics"])
 
     def distribute(self, model: nn.Module) -> nn.Module:
-        """What the loop calls: `model` itself, or wrapped in DDP for a distributed run."""
-        if not self.cfg.trainer.distributed:
+        """What the loop calls: `model` itself, wrapped in DDP, or sharded in place by FSDP2
+        (`seedbed.core.sharded`; its parameters are replaced: build the optimizer after)."""
+        if self.mode is None:
             return model
+        if self.mode == "fsdp":
+            return shard_model(model)
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=device_ids)
 
@@ -363,12 +376,21 @@ class RunSession:
                 self.ranks.world_size,
             )
         )
+        directory, sharded = self.run_dir / CHECKPOINT_DIR, None
+        if self.mode == "fsdp":  # every rank writes its shards into rank 0's directory
+            shared = [str(directory.resolve())]
+            dist.broadcast_object_list(shared, src=0)
+            directory = Path(shared[0])
+            writes = self.writes_run_dir
+            sharded = ShardedParts(cast(nn.Module, parts["model"]), parts.get("optimizer"), writes)
         self.checkpoints = Checkpointer(
-            self.run_dir / "checkpoints",
+            directory,
             parts,
             extras,
             monitor=monitor,
             batches_per_epoch=batches_per_epoch,
+            sharded=sharded,
+            writes=sharded is None or self.writes_run_dir,
             **OmegaConf.to_container(self.cfg.checkpoint, resolve=True),
         )
         if self.plan is not None:
@@ -436,7 +458,10 @@ class RunSession:
         fit_seconds = time.perf_counter() - self._fit_started  # evaluation synchronised
         self.checkpoints.save(self._parts["loop"])
         self._stop.__exit__(None, None, None)
-        fingerprint = weights_sha256(self._parts["model"].state_dict())
+        model = cast(nn.Module, self._parts["model"])
+        # Of the full, unsharded weights: what one process with the same bits would hash.
+        state = full_model_state(model) if self.mode == "fsdp" else model.state_dict()
+        fingerprint = weights_sha256(state)
         stopping: Any = self._parts.get("early_stopping")  # EarlyStopping or None
         summary = stopping.summary() if stopping is not None else None
         self.record.finish(
@@ -497,6 +522,14 @@ def check_resume(
     trainer = plan.config.trainer
     given = global_batch_size(plan.config.loader, trainer.accumulate_grad_batches)
     check_same_global_batch(plan.checkpoint.get("position"), given)
+    if distributed_mode(trainer.distributed) == "fsdp" and "sharded" not in plan.checkpoint:
+        saved = plan.checkpoint.get("config", {}).get("trainer", {}).get("distributed", False)
+        raise ConfigError(
+            "trainer.distributed",
+            "fsdp",
+            f"{saved!r} to resume {plan.path}: it is one file, not a sharded checkpoint (FSDP2 "
+            "resumes only those; a sharded one resumes with fsdp, ddp or in one process)",
+        )
     check_logger_packages(plan.config.logger)
     check_log_dir(plan.config.logger, run_dir, given_keys(overrides))
     return plan

@@ -49,6 +49,9 @@ def train(cfg: DictConfig, run: RunSession) -> dict[str, Any]:
     init_weights(model, cfg.init.scheme, seeds.generator("init"), mode=cfg.init.mode)
     model.to(device)
     run.record_model(model)  # parameters per module: run.json and train.log
+    # DDP wraps the model; FSDP2 (trainer.distributed=fsdp) shards its parameters in place,
+    # so the optimizer is built after, on the sharded ones. Checkpoints keep plain keys.
+    trained = run.distribute(model)
 
     trainer = cfg.trainer
     # Each step takes one global batch, the same samples on any number of ranks: each rank
@@ -100,7 +103,6 @@ def train(cfg: DictConfig, run: RunSession) -> dict[str, Any]:
         target_normalization=data.target_normalization,
         **checkpointed(callbacks),  # by their names: callback.<name>
     )
-    trained = run.distribute(model)
     if trainer.compile:  # shares `model`'s weights: the checkpoint keeps plain keys
         trained = compile_model(trained, trainer.compile_mode, device)
     settings = LoopSettings.from_config(trainer, device, run.metrics, precision)
