@@ -6,7 +6,8 @@ what do strict determinism and bf16-mixed cost?
 1. Records the GPU, driver, CUDA and cuDNN versions.
 2. The data pipeline: the CNN config (`experiment=cnn_images`, augmentation on,
    DataLoader workers) with `determinism=strict`, twice: weights and loss-series
-   SHA-256 must match.
+   SHA-256 must match; then the same for one epoch under FSDP2
+   (`trainer.distributed=fsdp`, torchrun, one rank per GPU).
 3. A model bound by the GPU, not the host (CIFAR-shaped 3x32x32 data, a CNN with
    128/256/512 channels, batch 256): two `determinism=strict` runs in each of
    `32`, `bf16-mixed` and `16-mixed` must match.
@@ -75,10 +76,13 @@ def gpu_info() -> dict:
     }
 
 
-def train(run_dir: Path, overrides: list[str]) -> dict:
+def train(run_dir: Path, overrides: list[str], ranks: int = 0) -> dict:
+    """One run of example/train.py; with `ranks`, under torchrun with that many processes."""
+    launcher = ["-m", "torch.distributed.run", f"--nproc_per_node={ranks}", "--standalone"]
     result = subprocess.run(
         [
             sys.executable,
+            *(launcher if ranks else []),
             str(ROOT / "example" / "train.py"),
             f"hydra.run.dir={run_dir}",
             *overrides,
@@ -91,9 +95,9 @@ def train(run_dir: Path, overrides: list[str]) -> dict:
     return json.loads((run_dir / "run.json").read_text())
 
 
-def twice(out: Path, name: str, overrides: list[str]) -> dict:
+def twice(out: Path, name: str, overrides: list[str], ranks: int = 0) -> dict:
     """Two runs of `overrides`: are their weights and loss series identical?"""
-    first, second = (train(out / f"{name}_{n}", overrides) for n in "ab")
+    first, second = (train(out / f"{name}_{n}", overrides, ranks) for n in "ab")
     keys = ("weights_sha256", "loss_series_sha256")
     return {
         "identical": all(first[k] == second[k] for k in keys),
@@ -120,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     precisions = ["32", "bf16-mixed"] + (["16-mixed"] if args.device == "cuda" else [])
 
     checks = {"pipeline (32)": twice(args.out, "pipeline", pipeline)}
+    # FSDP2 (sharded model, sharded checkpoints) on every GPU here, one rank each.
+    ranks = torch.cuda.device_count() if args.device == "cuda" else 2
+    fsdp = [*pipeline, "trainer.distributed=fsdp", "trainer.epochs=1"]
+    checks[f"pipeline, fsdp on {ranks} rank(s)"] = twice(args.out, "fsdp", fsdp, ranks)
     for precision in precisions:
         name = f"gpu-bound ({precision})"
         checks[name] = twice(
