@@ -45,7 +45,15 @@ def constant_prediction(case, root: Path) -> float:
     return constant_baseline(task, task.prepare(instantiate(cfg.data)))[case.metric]
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
+def _params(cases):
+    """ResNet-18's case is marked slow (a minute or two on 2 cores): the whole suite
+    (`make test-all`, CI) runs it, the everyday `make test` does not."""
+    for case in cases:
+        marks = [pytest.mark.slow] if "model=resnet18" in case.overrides else []
+        yield pytest.param(case, id=case.name, marks=marks)
+
+
+@pytest.mark.parametrize("case", list(_params(CASES)))
 def test_packaged_model_learns_real_data_at_the_defaults(
     case, real_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
