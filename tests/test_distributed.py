@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -49,9 +50,10 @@ def max_weight_difference(a: Path, b: Path) -> float:
     return max(float((wa[k] - wb[k]).abs().max()) for k in wa if wa[k].is_floating_point())
 
 
-def ranks(root: Path, name: str, *overrides: str, nproc: int = 2) -> tuple[Path, str]:
+def ranks(root: Path, name: str, *overrides: str, **options: Any) -> tuple[Path, str]:
+    """torchrun (`options`: its `nproc`, `env`, `check`) into the run directory `root/name`."""
     run_dir = root / name
-    ran = torchrun(root / f"{name}-cwd", f"hydra.run.dir={run_dir}", *overrides, nproc=nproc)
+    ran = torchrun(root / f"{name}-cwd", f"hydra.run.dir={run_dir}", *overrides, **options)
     return run_dir, ran.stdout + ran.stderr
 
 
