@@ -221,10 +221,10 @@ class RunSession:
         if (warning := oversubscription(cfg.trainer.threads)) is not None:
             log.warning(warning)
         device = resolve_device(cfg.trainer.device)
-        if cfg.trainer.distributed:
+        if self.mode is not None:
             self.ranks = init_distributed(device)
         self.device = rank_device(device, self.ranks)
-        rank = self.ranks.rank if cfg.trainer.distributed else None
+        rank = self.ranks.rank if self.mode is not None else None
         self.seeds = seed_everything(cfg.seed, cfg.seeds, rank)
         self.record.update(
             seeds=self.seeds.as_record(),
@@ -240,7 +240,7 @@ class RunSession:
                 for key in ("precision", "accumulate_grad_batches", "compile", "compile_mode")
             },
         )
-        if cfg.trainer.distributed:
+        if self.mode is not None:
             self.record.update(distributed={**asdict(self.ranks), "backend": dist.get_backend()})
         # After threads and determinism are set. A resumed run keeps the environment record
         # of where it started (run.json's `resumes` history says when it was resumed).
@@ -329,7 +329,7 @@ class RunSession:
         epoch's validation)."""
         saved_config = cast(dict[str, Any], OmegaConf.to_container(self.cfg, resolve=True))
         saved_config.pop("resume", None)  # where a run came from is not part of what it is
-        distributed = self.cfg.trainer.distributed
+        distributed = self.mode is not None
 
         def extras() -> dict[str, Any]:
             pending = parts["loop"].losses
@@ -445,7 +445,7 @@ class RunSession:
         self._stop_if_asked(state)
 
     def _stop_if_asked(self, state: Any) -> None:
-        if self.cfg.trainer.distributed:  # stop together, or the ranks' collectives part
+        if self.mode is not None:  # stop together, or the ranks' collectives part
             self._stop.signum = agree_on_signal(self._stop.signum, self.device)
         if self._stop.signum is not None:
             saved = self.checkpoints.save(state)
