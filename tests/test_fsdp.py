@@ -38,7 +38,7 @@ FSDP = "trainer.distributed=fsdp"
 
 
 def fsdp(root: Path, name: str, *overrides: str, **options: Any) -> Path:
-    return ranks(root, name, FSDP, *overrides, **options)[0]
+    return ranks(root, name, *overrides, **options)[0]
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +48,11 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     code, _, err = run_cli(root / "one", *NO_DROPOUT)
     assert code == 0, err
     found["one"] = root / "one"
-    found["fsdp"] = fsdp(root, "fsdp", *NO_DROPOUT)
+    found["fsdp"] = fsdp(root, "fsdp", "trainer.distributed=fsdp", *NO_DROPOUT)
     # With dropout (each rank its own stream): twice the same bits, and a stop then a resume.
-    found["dropout"] = fsdp(root, "dropout", *RUN)
-    found["dropout_again"] = fsdp(root, "dropout_again", *RUN)
-    stopped = fsdp(root, "stopped", *RUN, env={TEST_SIGNAL_ENV: "SIGTERM:6"}, check=False)
+    found["dropout"] = fsdp(root, "dropout", FSDP, *RUN)
+    found["dropout_again"] = fsdp(root, "dropout_again", FSDP, *RUN)
+    stopped = fsdp(root, "stopped", FSDP, *RUN, env={TEST_SIGNAL_ENV: "SIGTERM:6"}, check=False)
     found["stopped_status"] = read_run(stopped)["status"]
     # A write killed mid-way leaves its hidden directory: the resume removes it.
     (stopped / "checkpoints" / ".step_000008.dcp.tmp").mkdir()
